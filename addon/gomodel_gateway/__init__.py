@@ -1,0 +1,1 @@
+"""GoModel: an OpenAI-compatible gateway to Oracle Generative AI, as a mitmproxy addon."""

@@ -1,0 +1,319 @@
+"""Gateway configuration: env variables and config.yaml become a list of Oracle providers.
+
+Pure functions only: the environment is passed in as a mapping and nothing here knows about
+mitmproxy, so every rule (precedence, expansion, validation) is testable as a table.
+"""
+
+import contextlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+ModelsMode = Literal["fallback", "allowlist"]
+MODELS_MODES: tuple[ModelsMode, ...] = ("fallback", "allowlist")
+DEFAULT_MODELS_MODE: ModelsMode = "fallback"
+DEFAULT_MODELS_REFRESH_SECONDS = 600.0
+PROVIDER_TYPES = ("oracle",)
+DEFAULT_PROVIDER = "oracle"
+
+PROVIDER_KEYS = frozenset(
+    {"type", "base_url", "api_key", "models", "models_mode", "models_refresh_seconds"}
+)
+TOP_LEVEL_KEYS = frozenset({"providers", "models_mode", "models_refresh_seconds"})
+
+# ORACLE_<NAME>_BASE_URL / _API_KEY / _MODELS define the provider "oracle-<name>".
+SUFFIXED_ENV = re.compile(r"^ORACLE_([A-Z0-9_]+?)_(BASE_URL|API_KEY|MODELS)$")
+ENV_FIELDS = {"BASE_URL": "base_url", "API_KEY": "api_key", "MODELS": "models"}
+EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Model ids travel in JSON bodies and URLs: printable, no whitespace, no path tricks.
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+
+
+class ConfigError(Exception):
+    """A configuration that must stop the gateway; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    models: tuple[str, ...]
+    models_mode: ModelsMode = DEFAULT_MODELS_MODE
+    models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    providers: tuple[Provider, ...]
+    warnings: tuple[str, ...] = ()
+    source: str | None = None
+
+
+@dataclass
+class _Field:
+    """A raw provider field before validation, with where it came from for error messages."""
+
+    value: Any
+    origin: str
+    unset_variables: tuple[str, ...] = ()
+
+
+def parse_model_list(value: str | Iterable[Any], origin: str) -> tuple[str, ...]:
+    """A comma string or a list of ids: trimmed, empties dropped, duplicates dropped in order."""
+    items: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    models: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{origin}: model ids must be strings, got {item!r}")
+        model = item.strip()
+        if not model or model in models:
+            continue
+        if not MODEL_ID.match(model) or "/.." in model or "../" in model:
+            raise ConfigError(f"{origin}: {model!r} is not a valid model id")
+        models.append(model)
+    return tuple(models)
+
+
+def expand_variables(value: str, env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """Expand ${VAR} and ${VAR:-default}; also return the variables that were unset or empty."""
+    unset: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        current = env.get(name, "")
+        if current:
+            return current
+        if default is None:
+            unset.append(name)
+        return default or ""
+
+    return EXPANSION.sub(substitute, value), tuple(unset)
+
+
+def validate_base_url(url: str, origin: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(
+            f"{origin}: base URL {url!r} is not an https URL; expected e.g. "
+            "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{origin}: base URL {url!r} must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as e:
+        raise ConfigError(f"{origin}: base URL {url!r} has an invalid port") from e
+    return url.strip().rstrip("/")
+
+
+def _models_mode(value: Any, origin: str) -> ModelsMode:
+    if value not in MODELS_MODES:
+        raise ConfigError(f"{origin}: models_mode must be one of {', '.join(MODELS_MODES)}")
+    return value
+
+
+def _refresh_seconds(value: Any, origin: str) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    valid = isinstance(value, int | float) and not isinstance(value, bool)
+    if not valid or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{origin}: models_refresh_seconds must be a positive number")
+    return float(value)
+
+
+def env_provider_name(suffix: str) -> str:
+    """ORACLE_EU_WEST_* -> oracle-eu-west (GoModel's naming)."""
+    return f"oracle-{suffix.lower().replace('_', '-')}"
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, _Field]]:
+    """Provider fields set through ORACLE_* variables; an empty value counts as unset."""
+    overrides: dict[str, dict[str, _Field]] = {}
+    for variable, value in env.items():
+        if not value.strip():
+            continue
+        if variable in ("ORACLE_BASE_URL", "ORACLE_API_KEY", "ORACLE_MODELS"):
+            name, key = DEFAULT_PROVIDER, ENV_FIELDS[variable.removeprefix("ORACLE_")]
+        elif match := SUFFIXED_ENV.match(variable):
+            name, key = env_provider_name(match.group(1)), ENV_FIELDS[match.group(2)]
+        else:
+            continue
+        overrides.setdefault(name, {})[key] = _Field(value, f"environment variable {variable}")
+    return overrides
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from e
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        if mark := getattr(e, "problem_mark", None):
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from e
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return document
+
+
+def _yaml_fields(block: Any, name: str, where: str, env: Mapping[str, str]) -> dict[str, _Field]:
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: provider {name!r} must be a mapping")
+    fields: dict[str, _Field] = {}
+    for key, value in block.items():
+        origin = f"{where}: providers.{name}.{key}"
+        if key not in PROVIDER_KEYS:
+            raise ConfigError(
+                f"{origin}: unknown key; expected one of {', '.join(sorted(PROVIDER_KEYS))}"
+            )
+        unset: tuple[str, ...] = ()
+        if isinstance(value, str):
+            value, unset = expand_variables(value, env)
+        elif isinstance(value, list):
+            expanded = []
+            for item in value:
+                if isinstance(item, str):
+                    item, item_unset = expand_variables(item, env)
+                    unset += item_unset
+                expanded.append(item)
+            value = expanded
+        fields[key] = _Field(value, origin, unset)
+    return fields
+
+
+def _build_provider(
+    name: str, fields: Mapping[str, _Field], defaults: Mapping[str, Any], warnings: list[str]
+) -> Provider | None:
+    kind = fields.get("type")
+    if kind is not None and kind.value not in PROVIDER_TYPES:
+        raise ConfigError(
+            f"{kind.origin}: unknown provider type {kind.value!r}; supported: "
+            + ", ".join(PROVIDER_TYPES)
+        )
+    missing = []
+    for key in ("base_url", "api_key"):
+        raw = fields.get(key)
+        if raw is None or not isinstance(raw.value, str) or not raw.value.strip():
+            missing.append(_describe_missing(name, key, raw))
+    if missing:
+        warnings.append(f"provider {name!r} skipped: " + "; ".join(missing))
+        return None
+    base_url = validate_base_url(fields["base_url"].value, fields["base_url"].origin)
+    models_field = fields.get("models")
+    models: tuple[str, ...] = ()
+    if models_field is not None and models_field.value is not None:
+        if not isinstance(models_field.value, str | list):
+            raise ConfigError(f"{models_field.origin}: must be a list or a comma-separated string")
+        models = parse_model_list(models_field.value, models_field.origin)
+    mode_field = fields.get("models_mode")
+    refresh_field = fields.get("models_refresh_seconds")
+    return Provider(
+        name=name,
+        base_url=base_url,
+        api_key=fields["api_key"].value.strip(),
+        models=models,
+        models_mode=(
+            _models_mode(mode_field.value, mode_field.origin)
+            if mode_field
+            else defaults["models_mode"]
+        ),
+        models_refresh_seconds=(
+            _refresh_seconds(refresh_field.value, refresh_field.origin)
+            if refresh_field
+            else defaults["models_refresh_seconds"]
+        ),
+    )
+
+
+def _describe_missing(name: str, key: str, raw: _Field | None) -> str:
+    if raw is not None and raw.unset_variables:
+        variables = ", ".join(raw.unset_variables)
+        return f"{key} is empty ({variables} not set)"
+    if name == DEFAULT_PROVIDER:
+        return f"{key} is not set (set ORACLE_{key.upper()})"
+    if name.startswith("oracle-"):
+        suffix = name.removeprefix("oracle-").upper().replace("-", "_")
+        return f"{key} is not set (set ORACLE_{suffix}_{key.upper()} or providers.{name}.{key})"
+    return f"{key} is not set (providers.{name}.{key})"
+
+
+def load_config(
+    path: Path | None, env: Mapping[str, str], *, required: bool = False
+) -> GatewayConfig:
+    """Build the provider list from an optional YAML file and the environment.
+
+    `required` is true when the user named the file explicitly: then a missing file is an
+    error; the default config.yaml may be absent.
+    """
+    document: dict[str, Any] = {}
+    source = None
+    if path is not None and (required or path.exists()):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (option gomodel_config)")
+        document = read_yaml(path)
+        source = str(path)
+    where = f"config file {path}"
+    for key in document:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"{where}: unknown top-level key {key!r}; expected one of "
+                + ", ".join(sorted(TOP_LEVEL_KEYS))
+            )
+    defaults = {
+        "models_mode": _models_mode(
+            document.get("models_mode", DEFAULT_MODELS_MODE), f"{where}: models_mode"
+        ),
+        "models_refresh_seconds": _refresh_seconds(
+            document.get("models_refresh_seconds", DEFAULT_MODELS_REFRESH_SECONDS),
+            f"{where}: models_refresh_seconds",
+        ),
+    }
+    yaml_providers = document.get("providers") or {}
+    if not isinstance(yaml_providers, dict):
+        raise ConfigError(f"{where}: providers must be a mapping of name to provider")
+
+    blocks: dict[str, dict[str, _Field]] = {}
+    for name, block in yaml_providers.items():
+        if not isinstance(name, str) or not PROVIDER_NAME.match(name):
+            raise ConfigError(
+                f"{where}: provider name {name!r} must be lowercase letters, digits, '.', '_', '-'"
+            )
+        blocks[name] = _yaml_fields(block, name, where, env)
+
+    overrides = env_overrides(env)
+    env_only = sorted(set(overrides) - set(blocks), key=lambda n: (n != DEFAULT_PROVIDER, n))
+    for name in env_only:
+        blocks[name] = {}
+    for name, fields in overrides.items():
+        blocks[name].update(fields)
+
+    warnings: list[str] = []
+    providers = [
+        provider
+        for name, fields in blocks.items()
+        if (provider := _build_provider(name, fields, defaults, warnings)) is not None
+    ]
+    return GatewayConfig(tuple(providers), tuple(warnings), source)

@@ -1,0 +1,120 @@
+"""Model discovery: ask each provider's GET {base_url}/models, in the background, on an interval.
+
+Oracle does not document /models for API keys: it may answer 404. A failure keeps what an earlier
+call found (or nothing, so the configured list alone serves) and is logged, never raised.
+"""
+
+import asyncio
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from .config import MODEL_ID, Provider
+
+logger = logging.getLogger(__name__)
+
+DISCOVERY_TIMEOUT_SECONDS = 5.0
+MAX_MODELS_BODY = 4 * 1024 * 1024
+
+
+class DiscoveryError(Exception):
+    pass
+
+
+def parse_models_response(body: bytes) -> tuple[str, ...]:
+    """Model ids from an OpenAI-style list ({"data": [{"id": ...}]}); invalid ids are dropped."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DiscoveryError("the /models answer is not JSON") from e
+    items = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise DiscoveryError("the /models answer has no 'data' list")
+    models: list[str] = []
+    for item in items:
+        model = item.get("id") if isinstance(item, dict) else None
+        if isinstance(model, str) and MODEL_ID.match(model) and model not in models:
+            models.append(model)
+    return tuple(models)
+
+
+def fetch_models(
+    provider: Provider, ssl_context: ssl.SSLContext, timeout: float = DISCOVERY_TIMEOUT_SECONDS
+) -> tuple[str, ...]:
+    """Blocking GET {base_url}/models with the provider key; DiscoveryError on any failure."""
+    request = urllib.request.Request(
+        f"{provider.base_url}/models",
+        headers={"Authorization": f"Bearer {provider.api_key}", "Accept": "application/json"},
+    )
+    # No proxy from the environment: HTTPS_PROXY may point at this very gateway.
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ssl_context)
+    )
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = response.read(MAX_MODELS_BODY + 1)
+    except urllib.error.HTTPError as e:
+        raise DiscoveryError(f"GET /models answered {e.code}") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DiscoveryError(f"GET /models failed: {reason}") from e
+    if len(body) > MAX_MODELS_BODY:
+        raise DiscoveryError("the /models answer is too large")
+    return parse_models_response(body)
+
+
+Fetcher = Callable[[Provider], tuple[str, ...]]
+OnUpdate = Callable[[str, tuple[str, ...]], None]
+
+
+class Discovery:
+    """One background task per provider in fallback mode, refreshing its discovered models."""
+
+    def __init__(self, providers: tuple[Provider, ...], fetch: Fetcher, on_update: OnUpdate):
+        self.providers = tuple(p for p in providers if p.models_mode == "fallback")
+        self.fetch = fetch
+        self.on_update = on_update
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tasks = [
+            loop.create_task(self._refresh_forever(p), name=f"gomodel discovery {p.name}")
+            for p in self.providers
+        ]
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+
+    async def refresh(self, provider: Provider) -> bool:
+        """One discovery call; True when it succeeded."""
+        try:
+            models = await asyncio.to_thread(self.fetch, provider)
+        except DiscoveryError as e:
+            logger.info(
+                "gomodel: provider %s: model discovery unavailable (%s); serving its configured "
+                "models (%d)",
+                provider.name,
+                e,
+                len(provider.models),
+            )
+            return False
+        if not models:
+            logger.info("gomodel: provider %s: /models listed no models", provider.name)
+            return False
+        self.on_update(provider.name, models)
+        logger.info("gomodel: provider %s: /models listed %d models", provider.name, len(models))
+        return True
+
+    async def _refresh_forever(self, provider: Provider) -> None:
+        while True:
+            try:
+                await self.refresh(provider)
+            except Exception:
+                logger.exception("gomodel: provider %s: model discovery failed", provider.name)
+            await asyncio.sleep(provider.models_refresh_seconds)

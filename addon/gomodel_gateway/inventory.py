@@ -1,0 +1,75 @@
+"""The model inventory: which provider serves which model id, and what /v1/models lists.
+
+An `Inventory` is an immutable snapshot, rebuilt whenever configuration or discovery changes, so
+a request always sees one consistent view without locks.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .config import Provider
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    id: str
+    owned_by: str
+    created: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a model id the client may send goes: a provider and the id Oracle knows."""
+
+    provider: Provider
+    upstream_model: str
+
+
+def provider_models(provider: Provider, discovered: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Configured models, plus the discovered ones unless the provider is an allowlist."""
+    if provider.models_mode == "allowlist" or not discovered:
+        return provider.models
+    return provider.models + tuple(m for m in discovered if m not in provider.models)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    providers: tuple[Provider, ...]
+    models: Mapping[str, tuple[str, ...]]
+    created: int
+    listing: tuple[ListedModel, ...] = field(init=False)
+    targets: Mapping[str, Target] = field(init=False)
+
+    def __post_init__(self) -> None:
+        listing: list[ListedModel] = []
+        targets: dict[str, Target] = {}
+        for provider in self.providers:
+            for model in self.models.get(provider.name, ()):
+                pinned = f"{provider.name}/{model}"
+                targets[pinned] = Target(provider, model)
+                if model not in targets:
+                    targets[model] = Target(provider, model)
+                    listing.append(ListedModel(model, provider.name, self.created))
+                else:
+                    listing.append(ListedModel(pinned, provider.name, self.created))
+        object.__setattr__(self, "listing", tuple(listing))
+        object.__setattr__(self, "targets", targets)
+
+    @property
+    def model_count(self) -> int:
+        return sum(len(models) for models in self.models.values())
+
+    def find(self, model: str) -> Target | None:
+        return self.targets.get(model)
+
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+def build_inventory(
+    providers: tuple[Provider, ...],
+    discovered: Mapping[str, tuple[str, ...]],
+    created: int,
+) -> Inventory:
+    models = {p.name: provider_models(p, discovered.get(p.name)) for p in providers}
+    return Inventory(providers, models, created)

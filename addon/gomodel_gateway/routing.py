@@ -1,0 +1,199 @@
+"""Request routing: which gateway endpoint a request is for, and for model calls, where it goes.
+
+`classify` maps method and path to an endpoint; `route` validates a model call's JSON body and
+picks the provider. Both raise `GatewayError` with the status and OpenAI-style message the client
+gets; nothing from the body reaches the upstream URL or headers without passing `MODEL_ID`.
+"""
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .config import MODEL_ID
+from .errors import GatewayError
+from .inventory import Inventory, Target
+
+
+class Endpoint(StrEnum):
+    MODELS = "models"
+    MODEL = "model"
+    HEALTH = "health"
+    CHAT_COMPLETIONS = "chat/completions"
+    RESPONSES = "responses"
+
+
+UPSTREAM_ENDPOINTS = (Endpoint.CHAT_COMPLETIONS, Endpoint.RESPONSES)
+ROUTES: dict[str, tuple[str, Endpoint]] = {
+    "/v1/models": ("GET", Endpoint.MODELS),
+    "/v1/chat/completions": ("POST", Endpoint.CHAT_COMPLETIONS),
+    "/v1/responses": ("POST", Endpoint.RESPONSES),
+    "/health": ("GET", Endpoint.HEALTH),
+}
+MODEL_PREFIX = "/v1/models/"
+SUPPORTED = (
+    "GET /v1/models, GET /v1/models/{model}, POST /v1/chat/completions, POST /v1/responses, "
+    "GET /health"
+)
+HOW_TO_ADD_MODELS = (
+    "add it to ORACLE_MODELS (comma-separated) or to the provider's models: list in config.yaml"
+)
+MAX_LISTED_IN_ERROR = 10
+
+
+@dataclass(frozen=True)
+class Request:
+    endpoint: Endpoint
+    query: str = ""
+    model: str | None = None  # the {model} of GET /v1/models/{model}
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: Endpoint
+    target: Target
+    requested_model: str
+    stream: bool
+    body: bytes  # what goes upstream: the client's bytes unless the model id was rewritten
+    query: str = ""
+
+
+def classify(method: str, path: str) -> Request:
+    """The gateway endpoint for a request line, or a 404/405 GatewayError."""
+    parts = urlsplit(path)
+    clean = parts.path.rstrip("/") or "/"
+    if clean.startswith(MODEL_PREFIX):
+        endpoint, allowed, model = Endpoint.MODEL, "GET", unquote(clean[len(MODEL_PREFIX) :])
+    elif clean in ROUTES:
+        (allowed, endpoint), model = ROUTES[clean], None
+    else:
+        raise GatewayError(
+            404,
+            f"Unknown path {parts.path!r}: this gateway serves {SUPPORTED}. "
+            "(Oracle's OpenAI-compatible endpoint offers no embeddings, images or audio.)",
+            code="unknown_url",
+        )
+    if method != allowed:
+        raise GatewayError(
+            405,
+            f"Method {method} is not allowed on {clean}; use {allowed}.",
+            code="method_not_allowed",
+            headers=(("allow", allowed),),
+        )
+    return Request(endpoint, parts.query, model)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GatewayError(
+            400,
+            f"Request body is not UTF-8 (invalid byte at position {e.start}).",
+            code="invalid_body",
+        ) from e
+    if not text.strip():
+        raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
+    try:
+        document = json.loads(text)
+    except ValueError as e:
+        raise GatewayError(400, f"Request body is not valid JSON: {e}.", code="invalid_json") from e
+    if not isinstance(document, dict):
+        raise GatewayError(
+            400,
+            f"Request body must be a JSON object, not {type(document).__name__}.",
+            code="invalid_body",
+        )
+    return document
+
+
+def _requested_model(document: dict[str, Any]) -> str:
+    model = document.get("model")
+    if model is None:
+        raise GatewayError(
+            400, "You must provide a model parameter.", param="model", code="missing_model"
+        )
+    if not isinstance(model, str):
+        raise GatewayError(
+            400,
+            f"'model' must be a string, not {type(model).__name__}.",
+            param="model",
+            code="invalid_type",
+        )
+    if not MODEL_ID.match(model) or "/.." in model or "../" in model:
+        raise GatewayError(
+            400,
+            f"{model[:100]!r} is not a valid model id: use letters, digits and . _ - : @ +, "
+            "optionally prefixed by a provider name and '/'.",
+            param="model",
+            code="invalid_model",
+        )
+    return model
+
+
+def _stream_flag(document: dict[str, Any]) -> bool:
+    stream = document.get("stream", False)
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise GatewayError(
+            400,
+            f"'stream' must be a boolean, not {type(stream).__name__}.",
+            param="stream",
+            code="invalid_type",
+        )
+    return stream
+
+
+def resolve_model(inventory: Inventory, model: str) -> Target:
+    """The provider for a model id; bare ids go to the first provider serving them."""
+    if target := inventory.find(model):
+        return target
+    if not inventory.providers:
+        raise GatewayError(
+            404,
+            f"The model {model!r} is not available: no Oracle provider is configured. Set "
+            "ORACLE_BASE_URL, ORACLE_API_KEY and ORACLE_MODELS, or add a provider to config.yaml.",
+            param="model",
+            code="model_not_found",
+        )
+    if inventory.model_count == 0:
+        raise GatewayError(
+            404,
+            f"The model {model!r} is not available: no models are configured and Oracle's "
+            "/models listed none. Set ORACLE_MODELS (comma-separated) or the provider's "
+            "models: in config.yaml.",
+            param="model",
+            code="model_not_found",
+        )
+    prefix, _, bare = model.partition("/")
+    if bare and (provider := inventory.provider(prefix)):
+        raise GatewayError(
+            404,
+            f"Provider {provider.name!r} does not serve model {bare!r}; to use it, "
+            f"{HOW_TO_ADD_MODELS}.",
+            param="model",
+            code="model_not_found",
+        )
+    listed = [m.id for m in inventory.listing]
+    shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
+    raise GatewayError(
+        404,
+        f"The model {model!r} does not exist on this gateway (available: {shown}). "
+        f"To use it, {HOW_TO_ADD_MODELS}.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def route(inventory: Inventory, request: Request, body: bytes) -> Route:
+    """Validate a chat/responses body and choose its provider and upstream model id."""
+    document = parse_json_object(body)
+    model = _requested_model(document)
+    stream = _stream_flag(document)
+    target = resolve_model(inventory, model)
+    if target.upstream_model != model:
+        document["model"] = target.upstream_model
+        body = json.dumps(document, ensure_ascii=False).encode()
+    return Route(request.endpoint, target, model, stream, body, request.query)

@@ -1,0 +1,119 @@
+"""Server-sent events, parsed incrementally as chunks pass through, without holding them back.
+
+`SSEParser` turns arbitrary byte chunks into events; `StreamSummary` watches chat and responses
+streams for what the access log reports (events seen, the [DONE] marker, the final usage).
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DONE = "[DONE]"
+
+
+@dataclass(frozen=True)
+class Event:
+    data: str
+    event: str | None = None
+
+
+@dataclass
+class SSEParser:
+    """An incremental parser for the text/event-stream format (WHATWG HTML, 9.2.6)."""
+
+    _buffer: bytes = b""
+    _data: list[str] = field(default_factory=list)
+    _event: str | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        while True:
+            end = _line_end(self._buffer)
+            if end is None:
+                return events
+            line_end, next_start = end
+            line = self._buffer[:line_end].decode("utf-8", "replace")
+            self._buffer = self._buffer[next_start:]
+            if event := self._line(line):
+                events.append(event)
+
+    def _line(self, line: str) -> Event | None:
+        if not line:
+            if not self._data and self._event is None:
+                return None
+            event = Event("\n".join(self._data), self._event)
+            self._data, self._event = [], None
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+
+def _line_end(buffer: bytes) -> tuple[int, int] | None:
+    """Where the first line ends and the next starts; CRLF, LF and CR all end lines."""
+    lf, cr = buffer.find(b"\n"), buffer.find(b"\r")
+    if cr == -1 and lf == -1:
+        return None
+    if cr == -1 or (lf != -1 and lf < cr):
+        return lf, lf + 1
+    if cr + 1 == len(buffer):
+        return None  # a lone CR at the end may be the first half of CRLF
+    return cr, cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+
+
+@dataclass
+class StreamSummary:
+    """What a chat or responses stream carried, for the log line at its end."""
+
+    events: int = 0
+    done: bool = False
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    parser: SSEParser = field(default_factory=SSEParser)
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self.parser.feed(chunk):
+            self.events += 1
+            if event.data == DONE:
+                self.done = True
+                continue
+            try:
+                payload = json.loads(event.data)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                self._inspect(payload)
+
+    def _inspect(self, payload: dict[str, Any]) -> None:
+        # chat: usage on the last chunk; responses: inside response.completed's "response".
+        response = payload.get("response")
+        usage = payload.get("usage")
+        if usage is None and isinstance(response, dict):
+            usage = response.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            self.error = error["message"]
+
+    def tokens(self) -> tuple[int | None, int | None]:
+        return usage_tokens(self.usage)
+
+
+def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """(input, output) tokens from chat's (prompt/completion) or responses' (input/output) usage."""
+    if not isinstance(usage, dict):
+        return None, None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return (
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
