@@ -1,0 +1,198 @@
+"""Real processes for end-to-end tests: the Oracle simulator and mitmdump with the addon.
+
+Each is started on a free loopback port, its output goes to a file (a full pipe would block it),
+and `stop()` always ends it.
+"""
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ADDON = REPO / "addon" / "gomodel.py"
+SIMULATOR = REPO / "scripts" / "oracle_simulator.py"
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+STARTUP_TIMEOUT = 30.0
+# Variables of the machine that would change what the gateway or a client does.
+CLEARED_ENV = re.compile(r"^(ORACLE_|GOMODEL_|(HTTPS?|ALL|NO)_PROXY$|SSL_CERT_)", re.IGNORECASE)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not CLEARED_ENV.match(k)}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[bytes]
+    output: Path
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = STARTUP_TIMEOUT) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := re.search(pattern, self.text()):
+                return match
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{pattern!r} did not appear; output:\n{self.text()}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(args: list[str], output: Path, env: dict[str, str]) -> Process:
+    with output.open("wb") as sink:
+        popen = subprocess.Popen(
+            args, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    return Process(popen, output)
+
+
+@dataclass
+class Simulator:
+    process: Process
+    url: str
+    ca: Path
+    api_key: str
+
+    def base_url(self, path: str = "/20231130/actions/v1") -> str:
+        return self.url + path
+
+    def _call(self, method: str, path: str, document: Any = None) -> Any:
+        data = json.dumps(document).encode() if document is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        context = ssl.create_default_context(cafile=str(self.ca))
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+        with opener.open(request, timeout=10) as response:
+            return json.load(response)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the simulator received (control calls excepted), oldest first."""
+        return self._call("GET", "/_sim/requests")
+
+    def reset(self, **settings: Any) -> None:
+        self._call("POST", "/_sim/reset", {})
+        defaults = {"list_models": False, "chunk_delay": 0.0}
+        self._call("POST", "/_sim/settings", {**defaults, **settings})
+
+    def configure(self, **settings: Any) -> None:
+        self._call("POST", "/_sim/settings", settings)
+
+
+def start_simulator(workdir: Path, api_key: str, *extra: str) -> Simulator:
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = spawn(
+        [
+            sys.executable,
+            str(SIMULATOR),
+            "--port",
+            "0",
+            "--cert-dir",
+            str(workdir),
+            "--api-key",
+            api_key,
+            *extra,
+        ],
+        workdir / "simulator.log",
+        clean_env(),
+    )
+    match = process.wait_for(r"listening at (https://\S+)")
+    return Simulator(process, match.group(1), workdir / "ca.pem", api_key)
+
+
+@dataclass
+class Gateway:
+    process: Process
+    port: int
+    confdir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def log(self) -> str:
+        return self.process.text()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def mitmdump_args(confdir: Path, ca: Path | None, *options: str) -> list[str]:
+    args = [
+        str(MITMDUMP),
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--set",
+        f"confdir={confdir}",
+        "-s",
+        str(ADDON),
+    ]
+    if ca:
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={ca}"]
+    return args + list(options)
+
+
+def start_gateway(
+    workdir: Path, env: dict[str, str], *options: str, ca: Path | None = None
+) -> Gateway:
+    """mitmdump with the addon; `env` holds the gateway's ORACLE_* and GOMODEL_* variables."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    confdir = workdir / "mitmproxy"
+    process = spawn(
+        mitmdump_args(confdir, ca, *options), workdir / "mitmdump.log", clean_env(**env)
+    )
+    match = process.wait_for(r"proxy listening at \S+:(\d+)")
+    return Gateway(process, int(match.group(1)), confdir)
+
+
+def run_mitmdump_until_exit(
+    workdir: Path, env: dict[str, str], *options: str, timeout: float = STARTUP_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """mitmdump expected to stop by itself (a startup error): its exit status and output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = mitmdump_args(workdir / "mitmproxy", None, *options)
+    try:
+        return subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=clean_env(**env),
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"mitmdump kept running; output:\n{e.stdout}") from e
