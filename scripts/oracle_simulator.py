@@ -7,7 +7,8 @@ completions and responses (JSON or SSE, with configurable gaps between chunks), 
 models' small-max_tokens quirk, and an `opc-request-id` on every answer.
 
 Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received,
-POST /_sim/reset forgets them, POST /_sim/settings changes list_models, models and chunk_delay.
+POST /_sim/reset forgets them and restores the start settings, POST /_sim/settings changes
+list_models, models and chunk_delay.
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
 prints `oracle simulator listening at https://127.0.0.1:PORT` once ready; the CA that signed its
@@ -57,11 +58,12 @@ class Simulator:
         self.api_keys = api_keys
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
-        self.settings: dict[str, Any] = {
+        self.initial_settings: dict[str, Any] = {
             "models": models,
             "list_models": list_models,
             "chunk_delay": delay,
         }
+        self.settings = dict(self.initial_settings)
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -201,7 +203,8 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and self.path == "/_sim/reset":
             with simulator.lock:
                 simulator.requests.clear()
-            self.send_json(200, {"ok": True})
+                simulator.settings = dict(simulator.initial_settings)
+            self.send_json(200, simulator.settings)
         elif method == "POST" and self.path == "/_sim/settings":
             simulator.settings.update(json.loads(body))
             self.send_json(200, simulator.settings)

@@ -93,10 +93,9 @@ class Simulator:
         """Every request the simulator received (control calls excepted), oldest first."""
         return self._call("GET", "/_sim/requests")
 
-    def reset(self, **settings: Any) -> None:
+    def reset(self) -> None:
+        """Forget received requests and restore the settings the simulator started with."""
         self._call("POST", "/_sim/reset", {})
-        defaults = {"list_models": False, "chunk_delay": 0.0}
-        self._call("POST", "/_sim/settings", {**defaults, **settings})
 
     def configure(self, **settings: Any) -> None:
         self._call("POST", "/_sim/settings", settings)

@@ -110,6 +110,17 @@ def fail_closed(hook: Hook) -> Hook:
     return wrapper
 
 
+def read_configuration() -> tuple[tuple[str, ...], GatewayConfig]:
+    """The served hostnames and providers from the gomodel_* options and the environment."""
+    try:
+        hosts = parse_hosts(ctx.options.gomodel_hosts)
+    except ValueError as e:
+        raise ConfigError(f"option gomodel_hosts: {e}") from e
+    explicit = bool(ctx.options.gomodel_config)
+    path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
+    return hosts, load_config(path, os.environ, required=explicit)
+
+
 class GoModel:
     def __init__(self) -> None:
         self.config = GatewayConfig(())
@@ -154,16 +165,14 @@ class GoModel:
         if not updated & OPTIONS:
             return
         try:
-            hosts = parse_hosts(ctx.options.gomodel_hosts)
-        except ValueError as e:
-            raise exceptions.OptionsError(f"gomodel_hosts: {e}") from e
-        explicit = bool(ctx.options.gomodel_config)
-        path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
-        try:
-            config = load_config(path, os.environ, required=explicit)
+            hosts, config = read_configuration()
         except ConfigError as e:
-            raise exceptions.OptionsError(f"gomodel: {e}") from e
-
+            if self.is_running:  # mitmproxy rejects the change and keeps the current state
+                raise exceptions.OptionsError(f"gomodel: {e}") from None
+            # At startup an error log line makes mitmproxy exit 1, with this message alone
+            # instead of the traceback an exception from a script's configure() prints.
+            logger.error("gomodel: %s", e)
+            return
         self.stop_discovery()
         self.config, self.hosts, self.discovered = config, hosts, {}
         self.reachable_until = {}

@@ -1,0 +1,274 @@
+"""Configuration parsing: env, YAML, precedence, expansion, suffixed env and bad input."""
+
+from pathlib import Path
+
+import pytest
+from gomodel_gateway.config import (
+    ConfigError,
+    expand_variables,
+    load_config,
+    parse_model_list,
+)
+
+CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
+FRANKFURT = "https://inference.generativeai.eu-frankfurt-1.oci.oraclecloud.com/openai/v1"
+
+
+def providers(yaml_text: str | None, env: dict[str, str], tmp_path: Path) -> list[tuple]:
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml_text)
+    config = load_config(path, env)
+    return [(p.name, p.base_url, p.api_key, p.models) for p in config.providers]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a,b,c", ("a", "b", "c")),
+        (" a , b ,, c ", ("a", "b", "c")),
+        ("a,b,a,c,b", ("a", "b", "c")),
+        ("", ()),
+        (" , ,", ()),
+        (["x.one", " x.two ", "x.one"], ("x.one", "x.two")),
+        ("openai.gpt-oss-120b,xai.grok-4", ("openai.gpt-oss-120b", "xai.grok-4")),
+    ],
+)
+def test_model_lists_are_trimmed_and_deduplicated_in_order(value, expected) -> None:
+    assert parse_model_list(value, "test") == expected
+
+
+@pytest.mark.parametrize("bad", ["has space", "tab\tmodel", "a/../b", "-dash", "new\nline", "%2e"])
+def test_model_ids_with_unsafe_characters_are_rejected(bad: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid model id"):
+        parse_model_list([bad], "ORACLE_MODELS")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected", "unset"),
+    [
+        ("${A}", {"A": "1"}, "1", ()),
+        ("${A}", {}, "", ("A",)),
+        ("${A}", {"A": ""}, "", ("A",)),
+        ("${A:-fallback}", {}, "fallback", ()),
+        ("${A:-fallback}", {"A": "set"}, "set", ()),
+        ("${A:-}", {}, "", ()),
+        ("https://${HOST}/v1/${A:-x}", {"HOST": "h"}, "https://h/v1/x", ()),
+        ("no variables", {}, "no variables", ()),
+        ("$A is not expanded", {"A": "1"}, "$A is not expanded", ()),
+    ],
+)
+def test_variables_expand_with_defaults(text, env, expected, unset) -> None:
+    assert expand_variables(text, env) == (expected, unset)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "expected"),
+    [
+        pytest.param(
+            None,
+            {"ORACLE_BASE_URL": CHICAGO, "ORACLE_API_KEY": "k", "ORACLE_MODELS": "a, b,a"},
+            [("oracle", CHICAGO, "k", ("a", "b"))],
+            id="env-only",
+        ),
+        pytest.param(
+            None,
+            {"ORACLE_BASE_URL": CHICAGO + "/", "ORACLE_API_KEY": "k"},
+            [("oracle", CHICAGO, "k", ())],
+            id="trailing-slash-dropped",
+        ),
+        pytest.param(
+            f"providers:\n  oracle:\n    type: oracle\n    base_url: {CHICAGO}\n"
+            "    api_key: yaml-key\n    models: [a, b]\n",
+            {"ORACLE_API_KEY": "env-key"},
+            [("oracle", CHICAGO, "env-key", ("a", "b"))],
+            id="env-overrides-yaml-field-by-field",
+        ),
+        pytest.param(
+            f"providers:\n  oracle:\n    base_url: {CHICAGO}\n    api_key: k\n    models: [a, b]\n",
+            {"ORACLE_MODELS": "c"},
+            [("oracle", CHICAGO, "k", ("c",))],
+            id="ORACLE_MODELS-overrides-yaml-models",
+        ),
+        pytest.param(
+            f"providers:\n  oracle:\n    base_url: {CHICAGO}\n    api_key: k\n",
+            {"ORACLE_API_KEY": "", "ORACLE_MODELS": "  "},
+            [("oracle", CHICAGO, "k", ())],
+            id="empty-env-counts-as-unset",
+        ),
+        pytest.param(
+            "providers:\n  oracle:\n    base_url: ${URL}\n    api_key: ${KEY:-dflt}\n"
+            "    models: ${MODELS}\n",
+            {"URL": CHICAGO, "MODELS": "x,y"},
+            [("oracle", CHICAGO, "dflt", ("x", "y"))],
+            id="yaml-expansion",
+        ),
+        pytest.param(
+            None,
+            {
+                "ORACLE_EU_WEST_BASE_URL": FRANKFURT,
+                "ORACLE_EU_WEST_API_KEY": "k2",
+                "ORACLE_EU_WEST_MODELS": "m",
+                "ORACLE_BASE_URL": CHICAGO,
+                "ORACLE_API_KEY": "k1",
+                "ORACLE_AP_BASE_URL": CHICAGO,
+                "ORACLE_AP_API_KEY": "k3",
+            },
+            [
+                ("oracle", CHICAGO, "k1", ()),
+                ("oracle-ap", CHICAGO, "k3", ()),
+                ("oracle-eu-west", FRANKFURT, "k2", ("m",)),
+            ],
+            id="suffixed-env-providers-sorted-after-oracle",
+        ),
+        pytest.param(
+            f"providers:\n  zeta:\n    base_url: {FRANKFURT}\n    api_key: z\n"
+            f"  oracle-eu:\n    base_url: {FRANKFURT}\n    api_key: yaml\n",
+            {"ORACLE_EU_API_KEY": "env", "ORACLE_BASE_URL": CHICAGO, "ORACLE_API_KEY": "k"},
+            [
+                ("zeta", FRANKFURT, "z", ()),
+                ("oracle-eu", FRANKFURT, "env", ()),
+                ("oracle", CHICAGO, "k", ()),
+            ],
+            id="yaml-order-then-env-only-providers",
+        ),
+        pytest.param(
+            None,
+            {"ORACLE_HOME": "/u01/app/oracle", "ORACLE_SID": "ORCL"},
+            [],
+            id="unrelated-oracle-variables-ignored",
+        ),
+        pytest.param("", {}, [], id="empty-file"),
+        pytest.param("providers:\n", {}, [], id="no-providers"),
+    ],
+)
+def test_providers_from_env_and_yaml(yaml_text, env, expected, tmp_path: Path) -> None:
+    assert providers(yaml_text, env, tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "warning"),
+    [
+        pytest.param(
+            None,
+            {"ORACLE_MODELS": "a"},
+            "provider 'oracle' skipped: base_url is not set (set ORACLE_BASE_URL); "
+            "api_key is not set (set ORACLE_API_KEY)",
+            id="env-models-only",
+        ),
+        pytest.param(
+            f"providers:\n  oracle-eu:\n    base_url: {FRANKFURT}\n    api_key: ${{EU_KEY}}\n",
+            {},
+            "provider 'oracle-eu' skipped: api_key is empty (EU_KEY not set)",
+            id="unresolved-variable-named",
+        ),
+        pytest.param(
+            None,
+            {"ORACLE_EU_BASE_URL": FRANKFURT},
+            "provider 'oracle-eu' skipped: api_key is not set "
+            "(set ORACLE_EU_API_KEY or providers.oracle-eu.api_key)",
+            id="suffixed-missing-key",
+        ),
+    ],
+)
+def test_incomplete_providers_are_skipped_with_a_warning(yaml_text, env, warning, tmp_path) -> None:
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml_text)
+    config = load_config(path, env)
+    assert config.providers == ()
+    assert config.warnings == (warning,)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "message"),
+    [
+        pytest.param("providers: [\n", {}, r"is not valid YAML at line 2", id="invalid-yaml"),
+        pytest.param(
+            f"providers:\n  x:\n    type: openai\n    base_url: {CHICAGO}\n    api_key: k\n",
+            {},
+            r"providers\.x\.type: unknown provider type 'openai'",
+            id="unknown-type",
+        ),
+        pytest.param(
+            "providers:\n  x:\n    base_url: http://plain.example/v1\n    api_key: k\n",
+            {},
+            r"providers\.x\.base_url: base URL 'http://plain.example/v1' is not an https URL",
+            id="http-base-url",
+        ),
+        pytest.param(
+            None,
+            {"ORACLE_BASE_URL": "inference.example.com", "ORACLE_API_KEY": "k"},
+            r"environment variable ORACLE_BASE_URL: base URL .* is not an https URL",
+            id="env-base-url-without-scheme",
+        ),
+        pytest.param(
+            f"providers:\n  x:\n    base_url: {CHICAGO}\n    apikey: k\n",
+            {},
+            r"providers\.x\.apikey: unknown key",
+            id="misspelled-key",
+        ),
+        pytest.param("provider:\n  x: {}\n", {}, r"unknown top-level key 'provider'", id="top-key"),
+        pytest.param("- a\n- b\n", {}, r"the top level must be a mapping", id="list-document"),
+        pytest.param("providers: [a]\n", {}, r"providers must be a mapping", id="providers-list"),
+        pytest.param(
+            "providers:\n  Bad Name:\n    api_key: k\n", {}, r"provider name 'Bad Name'", id="name"
+        ),
+        pytest.param(
+            f"providers:\n  x:\n    base_url: {CHICAGO}\n    api_key: k\n    models_mode: all\n",
+            {},
+            r"models_mode must be one of fallback, allowlist",
+            id="models-mode",
+        ),
+        pytest.param(
+            "models_refresh_seconds: -1\n", {}, r"must be a positive number", id="refresh"
+        ),
+        pytest.param(
+            f"providers:\n  x:\n    base_url: {CHICAGO}\n    api_key: k\n    models: 3\n",
+            {},
+            r"providers\.x\.models: must be a list",
+            id="models-type",
+        ),
+    ],
+)
+def test_bad_configuration_stops_with_a_message_naming_file_and_key(
+    yaml_text, env, message, tmp_path: Path
+) -> None:
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path, env)
+    if path is not None:
+        assert str(path) in str(caught.value)
+
+
+def test_missing_default_file_is_fine_but_an_explicit_one_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.yaml"
+    assert load_config(missing, {}).providers == ()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(missing, {}, required=True)
+
+
+def test_models_settings_have_top_level_defaults_and_per_provider_overrides(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "models_mode: allowlist\nmodels_refresh_seconds: 30\nproviders:\n"
+        f"  a:\n    base_url: {CHICAGO}\n    api_key: k\n"
+        f"  b:\n    base_url: {CHICAGO}\n    api_key: k\n    models_mode: fallback\n"
+        "    models_refresh_seconds: 5\n"
+    )
+    a, b = load_config(path, {}).providers
+    assert (a.models_mode, a.models_refresh_seconds) == ("allowlist", 30.0)
+    assert (b.models_mode, b.models_refresh_seconds) == ("fallback", 5.0)
+
+
+def test_provider_repr_never_shows_the_key() -> None:
+    (provider,) = load_config(
+        None, {"ORACLE_BASE_URL": CHICAGO, "ORACLE_API_KEY": "sk-secret"}
+    ).providers
+    assert "sk-secret" not in repr(provider)
+    assert provider.host == "inference.generativeai.us-chicago-1.oci.oraclecloud.com"

@@ -1,0 +1,164 @@
+"""Error shaping (OCI -> OpenAI) and incremental SSE parsing."""
+
+import json
+
+import pytest
+from gomodel_gateway.errors import error_body, from_oracle
+from gomodel_gateway.sse import Event, SSEParser, StreamSummary, usage_tokens
+
+
+def error_of(body: bytes) -> dict:
+    document = json.loads(body)
+    assert set(document) == {"error"}
+    assert set(document["error"]) == {"message", "type", "param", "code"}
+    return document["error"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "type_", "code", "message_parts"),
+    [
+        (
+            404,
+            b'{"code":"404","message":"Authorization failed or requested resource not found."}',
+            "invalid_request_error",
+            "not_found",
+            ["answered 404: Authorization failed", "IAM policy", "region", "opc-request-id: R1"],
+        ),
+        (
+            401,
+            b'{"code":"401","message":"The required information to complete authentication '
+            b'was not provided or was incorrect."}',
+            "authentication_error",
+            "invalid_api_key",
+            ["answered 401", "not an OCI CLI signing key"],
+        ),
+        (
+            400,
+            b'{"code":"400","message":"Invalid \'maxTokens\': must be >= 1"}',
+            "invalid_request_error",
+            "bad_request",
+            ["Invalid 'maxTokens'"],
+        ),
+        (
+            404,
+            b'{"code":"NotAuthorizedOrNotFound","message":"Not found"}',
+            "invalid_request_error",
+            "NotAuthorizedOrNotFound",
+            ["Not found"],
+        ),
+        (
+            429,
+            b'{"code":"429","message":"Too many"}',
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            ["Too many"],
+        ),
+        (
+            503,
+            b"<html>Service Unavailable</html>",
+            "api_error",
+            "upstream_unavailable",
+            ["<html>Service Unavailable</html>"],
+        ),
+        (500, b"", "api_error", "upstream_error", ["HTTP 500 with an empty body"]),
+    ],
+)
+def test_oracle_errors_become_openai_errors(status, body, type_, code, message_parts) -> None:
+    error = error_of(from_oracle(status, body, "oracle-eu", "inference.example", "R1"))
+    assert (error["type"], error["code"]) == (type_, code)
+    assert error["message"].startswith(f"Oracle (oracle-eu, inference.example) answered {status}")
+    for part in message_parts:
+        assert part in error["message"]
+
+
+def test_openai_shaped_upstream_errors_pass_unchanged() -> None:
+    body = b'{"error": {"message": "m", "type": "t", "param": null, "code": "c"}}'
+    assert from_oracle(400, body, "oracle", "h", None) is body
+
+
+def test_long_non_json_errors_are_truncated() -> None:
+    error = error_of(from_oracle(502, b"x" * 10_000, "oracle", "h", None))
+    assert len(error["message"]) < 700
+
+
+def test_error_body_shape() -> None:
+    assert error_of(error_body(404, "no", code="model_not_found", param="model")) == {
+        "message": "no",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"data: a\n\n"], [Event("a")]),
+        ([b"data: a\r\n\r\n"], [Event("a")]),
+        ([b"data: a\r\r", b"data: b\r\r"], [Event("a")]),  # a final CR may start a CRLF
+        ([b"da", b"ta: a", b"\n", b"\n"], [Event("a")]),
+        ([b"data: a\r", b"\n\r\n"], [Event("a")]),
+        ([b"event: response.created\ndata: {}\n\n"], [Event("{}", "response.created")]),
+        ([b"data: line1\ndata: line2\n\n"], [Event("line1\nline2")]),
+        ([b": keep-alive comment\n\n", b"data:no-space\n\n"], [Event("no-space")]),
+        ([b"data: [DONE]\n\n"], [Event("[DONE]")]),
+        ([b"data: unfinished"], []),
+        ([b"id: 1\nretry: 5\n\n"], []),
+        ([b"data: caf\xc3", b"\xa9\n\n"], [Event("caf\u00e9")]),
+    ],
+)
+def test_sse_parser_handles_any_chunking(chunks: list[bytes], expected: list[Event]) -> None:
+    parser = SSEParser()
+    events = [event for chunk in chunks for event in parser.feed(chunk)]
+    assert events == expected
+
+
+def chat_stream(include_usage: bool) -> bytes:
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    if include_usage:
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+    body = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+    return body + b"data: [DONE]\n\n"
+
+
+def test_stream_summary_reads_chat_usage_byte_by_byte() -> None:
+    summary = StreamSummary()
+    for byte in chat_stream(include_usage=True):
+        summary.feed(bytes([byte]))
+    assert (summary.events, summary.done, summary.tokens()) == (4, True, (7, 2))
+
+
+def test_stream_summary_without_usage() -> None:
+    summary = StreamSummary()
+    summary.feed(chat_stream(include_usage=False))
+    assert summary.tokens() == (None, None) and summary.done
+
+
+def test_stream_summary_reads_responses_usage_and_errors() -> None:
+    completed = {
+        "type": "response.completed",
+        "response": {"usage": {"input_tokens": 3, "output_tokens": 9}},
+    }
+    failed = {"type": "error", "error": {"message": "upstream went away"}}
+    summary = StreamSummary()
+    summary.feed(f"event: response.completed\ndata: {json.dumps(completed)}\n\n".encode())
+    summary.feed(f"event: error\ndata: {json.dumps(failed)}\n\n".encode())
+    assert summary.tokens() == (3, 9)
+    assert summary.error == "upstream went away"
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": 1, "completion_tokens": 2}, (1, 2)),
+        ({"input_tokens": 3, "output_tokens": 4}, (3, 4)),
+        ({"prompt_tokens": "1"}, (None, None)),
+        (None, (None, None)),
+        ([1, 2], (None, None)),
+    ],
+)
+def test_usage_tokens(usage, expected) -> None:
+    assert usage_tokens(usage) == expected

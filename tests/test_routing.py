@@ -1,0 +1,186 @@
+"""Endpoint classification, body validation, model routing and the inventory listing."""
+
+import json
+
+import pytest
+from gomodel_gateway import local
+from gomodel_gateway.config import Provider
+from gomodel_gateway.errors import GatewayError
+from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.routing import Endpoint, Request, classify, resolve_model, route
+
+US = Provider("oracle", "https://us.example/20231130/actions/v1", "k-us", ("m.a", "m.shared"))
+EU = Provider("oracle-eu", "https://eu.example/openai/v1", "k-eu", ("m.shared", "m.eu"))
+INVENTORY = build_inventory((US, EU), {}, created=1700000000)
+CHAT = Request(Endpoint.CHAT_COMPLETIONS)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint", "query", "model"),
+    [
+        ("GET", "/v1/models", Endpoint.MODELS, "", None),
+        ("GET", "/v1/models/", Endpoint.MODELS, "", None),
+        ("GET", "/v1/models/xai.grok-4", Endpoint.MODEL, "", "xai.grok-4"),
+        ("GET", "/v1/models/oracle-eu%2Fm.eu", Endpoint.MODEL, "", "oracle-eu/m.eu"),
+        ("GET", "/v1/models/oracle-eu/m.eu", Endpoint.MODEL, "", "oracle-eu/m.eu"),
+        ("POST", "/v1/chat/completions", Endpoint.CHAT_COMPLETIONS, "", None),
+        ("POST", "/v1/chat/completions?x=1&y=2", Endpoint.CHAT_COMPLETIONS, "x=1&y=2", None),
+        ("POST", "/v1/responses", Endpoint.RESPONSES, "", None),
+        ("GET", "/health", Endpoint.HEALTH, "", None),
+    ],
+)
+def test_known_paths_are_classified(method, path, endpoint, query, model) -> None:
+    assert classify(method, path) == Request(endpoint, query, model)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("POST", "/v1/embeddings", 404, "unknown_url"),
+        ("GET", "/", 404, "unknown_url"),
+        ("POST", "/chat/completions", 404, "unknown_url"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+        ("POST", "/v1/models", 405, "method_not_allowed"),
+        ("PUT", "/v1/responses", 405, "method_not_allowed"),
+        ("POST", "/health", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_paths_and_wrong_methods_are_refused(method, path, status, code) -> None:
+    with pytest.raises(GatewayError) as caught:
+        classify(method, path)
+    assert (caught.value.status, caught.value.code) == (status, code)
+
+
+def test_unknown_path_error_lists_the_supported_endpoints() -> None:
+    with pytest.raises(GatewayError) as caught:
+        classify("POST", "/v1/embeddings")
+    assert "POST /v1/chat/completions" in caught.value.message
+    assert "GET /v1/models" in caught.value.message
+
+
+def test_wrong_method_names_the_allowed_one() -> None:
+    with pytest.raises(GatewayError) as caught:
+        classify("GET", "/v1/responses")
+    assert caught.value.headers == (("allow", "POST"),)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        (b"", "invalid_body", None),
+        (b"\xff\xfe", "invalid_body", None),
+        (b"{not json", "invalid_json", None),
+        (b'"a string"', "invalid_body", None),
+        (b"[]", "invalid_body", None),
+        (b"{}", "missing_model", "model"),
+        (b'{"model": null}', "missing_model", "model"),
+        (b'{"model": 3}', "invalid_type", "model"),
+        (b'{"model": ""}', "invalid_model", "model"),
+        (b'{"model": "m a"}', "invalid_model", "model"),
+        (b'{"model": "../etc/passwd"}', "invalid_model", "model"),
+        (b'{"model": "oracle/../x"}', "invalid_model", "model"),
+        (b'{"model": "m%2Fa"}', "invalid_model", "model"),
+        (b'{"model": "m.a\\r\\nHost: evil"}', "invalid_model", "model"),
+        (b'{"model": "m.a", "stream": "true"}', "invalid_type", "stream"),
+        (b'{"model": "m.a", "stream": 1}', "invalid_type", "stream"),
+    ],
+)
+def test_bad_bodies_are_400_with_what_is_wrong(body: bytes, code: str, param) -> None:
+    with pytest.raises(GatewayError) as caught:
+        route(INVENTORY, CHAT, body)
+    assert (caught.value.status, caught.value.code, caught.value.param) == (400, code, param)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "upstream_model"),
+    [
+        ("m.a", "oracle", "m.a"),
+        ("m.shared", "oracle", "m.shared"),  # the first provider serving it
+        ("m.eu", "oracle-eu", "m.eu"),
+        ("oracle-eu/m.shared", "oracle-eu", "m.shared"),  # pinned
+        ("oracle/m.shared", "oracle", "m.shared"),
+        ("oracle-eu/m.eu", "oracle-eu", "m.eu"),
+    ],
+)
+def test_models_route_to_their_provider(model: str, provider: str, upstream_model: str) -> None:
+    target = resolve_model(INVENTORY, model)
+    assert (target.provider.name, target.upstream_model) == (provider, upstream_model)
+
+
+@pytest.mark.parametrize(
+    ("inventory", "model", "message"),
+    [
+        (INVENTORY, "m.missing", "does not exist on this gateway (available: m.a, m.shared"),
+        (INVENTORY, "oracle-eu/m.a", "Provider 'oracle-eu' does not serve model 'm.a'"),
+        (INVENTORY, "nobody/m.a", "'nobody/m.a' does not exist"),
+        (build_inventory((), {}, 0), "m.a", "no Oracle provider is configured"),
+        (
+            build_inventory((Provider("oracle", "https://h", "k", ()),), {}, 0),
+            "m.a",
+            "no models are configured",
+        ),
+    ],
+)
+def test_unroutable_models_are_404_saying_how_to_add_them(inventory, model, message) -> None:
+    with pytest.raises(GatewayError) as caught:
+        resolve_model(inventory, model)
+    assert caught.value.status == 404 and caught.value.code == "model_not_found"
+    assert message in caught.value.message
+    assert "ORACLE_MODELS" in caught.value.message
+
+
+def test_route_keeps_the_clients_bytes_unless_the_model_is_rewritten() -> None:
+    body = b'{"model":"m.a",  "messages":[{"role":"user","content":"h\\u00e9"}]}'
+    assert route(INVENTORY, CHAT, body).body is body
+
+    pinned = route(INVENTORY, CHAT, b'{"model": "oracle-eu/m.eu", "stream": true, "n": 1}')
+    assert json.loads(pinned.body) == {"model": "m.eu", "stream": True, "n": 1}
+    assert pinned.stream is True
+    assert pinned.requested_model == "oracle-eu/m.eu"
+
+
+def test_listing_names_shared_models_once_bare_and_once_pinned() -> None:
+    listing = local.models_list(INVENTORY)
+    assert [(m["id"], m["owned_by"]) for m in listing["data"]] == [
+        ("m.a", "oracle"),
+        ("m.shared", "oracle"),
+        ("oracle-eu/m.shared", "oracle-eu"),
+        ("m.eu", "oracle-eu"),
+    ]
+    assert all(resolve_model(INVENTORY, m["id"]) for m in listing["data"])
+    assert listing["data"][0] == {
+        "id": "m.a",
+        "object": "model",
+        "created": 1700000000,
+        "owned_by": "oracle",
+    }
+
+
+@pytest.mark.parametrize(
+    ("mode", "discovered", "expected"),
+    [
+        ("fallback", None, ("m.a", "m.shared")),
+        ("fallback", (), ("m.a", "m.shared")),
+        ("fallback", ("m.new", "m.a"), ("m.a", "m.shared", "m.new")),
+        ("allowlist", ("m.new",), ("m.a", "m.shared")),
+    ],
+)
+def test_inventory_unites_configured_and_discovered_models(mode, discovered, expected) -> None:
+    provider = Provider("oracle", "https://h", "k", ("m.a", "m.shared"), models_mode=mode)
+    found = {"oracle": discovered} if discovered is not None else {}
+    assert build_inventory((provider,), found, 0).models["oracle"] == expected
+
+
+def test_model_detail_and_health() -> None:
+    assert local.model_detail(INVENTORY, "oracle-eu/m.shared")["owned_by"] == "oracle-eu"
+    with pytest.raises(GatewayError) as caught:
+        local.model_detail(INVENTORY, "m.none")
+    assert caught.value.status == 404
+    health = local.health(INVENTORY, ("gomodel.local",))
+    assert health["providers"][1] == {
+        "name": "oracle-eu",
+        "host": "eu.example",
+        "models": 2,
+        "models_mode": "fallback",
+    }
+    assert "k-us" not in json.dumps(health)
