@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: the Oracle simulator and mitmdump with the addon.
+"""Real processes for the demo, the tests and benchmarks: the Oracle simulator and mitmdump.
 
 Each is started on a free loopback port, its output goes to a file (a full pipe would block it),
 and `stop()` always ends it.

@@ -1,0 +1,106 @@
+"""The gateway end to end with no Oracle account: the bundled Oracle simulator behind mitmdump.
+
+Starts the simulator and `mitmdump -s addon/gomodel.py` on free loopback ports, runs the three
+verification calls (models, responses, chat completions) straight to the proxy port, streams one
+chat completion through HTTPS_PROXY to https://gomodel.local, shows the gateway's log, and stops
+both. With --keep they stay up until Ctrl-C so you can try your own calls.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from processes import clean_env, start_gateway, start_simulator
+
+HERE = Path(__file__).resolve().parent
+DEMO_KEY = "sk-demo-oracle-key"
+DEMO_MODELS = "openai.gpt-oss-120b,xai.grok-4,meta.llama-3.3-70b-instruct"
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="gomodel-demo-"))
+    simulator = start_simulator(workdir / "simulator", DEMO_KEY, "--chunk-delay", "0.05")
+    gateway = None
+    try:
+        env = {
+            "ORACLE_BASE_URL": simulator.base_url(),
+            "ORACLE_API_KEY": DEMO_KEY,
+            "ORACLE_MODELS": DEMO_MODELS,
+        }
+        gateway = start_gateway(workdir / "gateway", env, ca=simulator.ca)
+        banner(f"Oracle simulator at {simulator.url}; gateway (mitmdump) at {gateway.url}")
+
+        banner("The three verification calls, straight to the proxy port")
+        verify = subprocess.run(
+            [sys.executable, str(HERE / "verify.py"), "--base-url", f"{gateway.url}/v1"],
+            env=clean_env(),
+        )
+
+        banner("A streamed chat completion through HTTPS_PROXY to https://gomodel.local")
+        stream = subprocess.run(
+            [
+                "curl",
+                "-sSN",
+                "--cacert",
+                str(gateway.ca),
+                "https://gomodel.local/v1/chat/completions",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                '{"model": "xai.grok-4", "stream": true, '
+                '"messages": [{"role": "user", "content": "stream please"}]}',
+            ],
+            env=clean_env(HTTPS_PROXY=gateway.proxy),
+            capture_output=True,
+            text=True,
+        )
+        lines = [line for line in stream.stdout.splitlines() if line]
+        for line in [*lines[:3], "...", *lines[-2:]]:
+            print("  " + (line if len(line) < 140 else line[:137] + "..."))
+        print(f"  ({len(lines)} events)")
+
+        banner("What the gateway logged")
+        for line in gateway.log().splitlines():
+            if "gomodel" in line:
+                print("  " + line)
+
+        if args.keep:
+            banner("Running until Ctrl-C; try:")
+            print(f"  curl {gateway.url}/v1/models")
+            print(
+                f"  HTTPS_PROXY={gateway.proxy} curl --cacert {gateway.ca} "
+                "https://gomodel.local/v1/models"
+            )
+            with_ctrl_c_stop()
+        ok = verify.returncode == 0 and stream.returncode == 0 and lines[-1] == "data: [DONE]"
+        banner("demo " + ("succeeded" if ok else "FAILED"))
+        return 0 if ok else 1
+    finally:
+        if gateway:
+            gateway.stop()
+        simulator.process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def with_ctrl_c_stop() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The user-facing scripts: the demo and the verify script run for real."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from processes import REPO, Gateway, Simulator, clean_env
+
+SCRIPTS = REPO / "scripts"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=clean_env(), timeout=120
+    )
+
+
+def test_demo_runs_the_three_calls_and_a_stream_then_exits_0() -> None:
+    result = run(str(SCRIPTS / "demo.py"))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verify: all three calls succeeded" in result.stdout
+    assert "data: [DONE]" in result.stdout
+    assert "demo succeeded" in result.stdout
+    assert "sk-demo-oracle-key" not in result.stdout
+
+
+def test_verify_works_through_https_proxy(gateway: Gateway, chicago: Simulator) -> None:
+    result = run(
+        str(SCRIPTS / "verify.py"),
+        "--base-url",
+        "https://gomodel.local/v1",
+        "--proxy",
+        gateway.proxy,
+        "--cacert",
+        str(gateway.ca),
+        "--model",
+        "xai.grok-4",
+    )
+
+    assert result.returncode == 0, result.stdout
+    assert [r["path"] for r in chicago.requests()] == [
+        "/20231130/actions/v1/responses",
+        "/20231130/actions/v1/chat/completions",
+    ]
+
+
+def test_verify_fails_when_a_call_fails(gateway: Gateway) -> None:
+    result = run(
+        str(SCRIPTS / "verify.py"), "--base-url", f"{gateway.url}/v1", "--model", "no.such-model"
+    )
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stdout and "a call failed" in result.stdout
+
+
+def test_setup_explains_when_no_recent_python_exists(tmp_path: Path) -> None:
+    # A copy of the script in an empty tree, with a PATH and HOME that hold no Python >= 3.12.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPTS / "setup", tmp_path / "scripts" / "setup")
+    (tmp_path / "home").mkdir()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("dirname", "ls", "sort"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run(
+        [shutil.which("bash"), str(tmp_path / "scripts" / "setup")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tools), "HOME": str(tmp_path / "home")},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "needs Python 3.12 or newer" in result.stderr
+    assert not (tmp_path / ".venv").exists()
