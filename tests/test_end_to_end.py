@@ -22,7 +22,15 @@ from conftest import (
     FRANKFURT_KEY,
 )
 from openai import DefaultHttpxClient, OpenAI
-from processes import Gateway, Simulator, clean_env, start_gateway
+from processes import (
+    ADDON,
+    Gateway,
+    Simulator,
+    clean_env,
+    run_mitmdump_until_exit,
+    spawn,
+    start_gateway,
+)
 
 WAYS_IN = ["direct", "http_proxy", "https_proxy"]
 HELLO = [{"role": "user", "content": "hello gateway"}]
@@ -466,7 +474,6 @@ def test_unreachable_oracle_is_a_502_naming_provider_and_host(env_gateway) -> No
 
 
 def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> None:
-    from processes import ADDON, spawn
 
     mitmweb = Path(sys.executable).parent / "mitmweb"
     process = spawn(
@@ -502,3 +509,55 @@ def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> No
     finally:
         process.stop()
     assert [m["id"] for m in models["data"]] == ["xai.grok-4"]
+
+
+# -- startup errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config_text", "options", "message"),
+    [
+        pytest.param("providers: [\n", (), "is not valid YAML at line 2", id="invalid-yaml"),
+        pytest.param(
+            "providers:\n  x:\n    type: azure\n    base_url: https://h/v1\n    api_key: k\n",
+            (),
+            "providers.x.type: unknown provider type 'azure'",
+            id="unknown-type",
+        ),
+        pytest.param(
+            "providers:\n  x:\n    base_url: http://h/v1\n    api_key: k\n",
+            (),
+            "providers.x.base_url: base URL 'http://h/v1' is not an https URL",
+            id="http-base-url",
+        ),
+        pytest.param(None, (), "does not exist (option gomodel_config)", id="missing-config"),
+        pytest.param("", ("--set", "gomodel_hosts=bad host"), "option gomodel_hosts", id="hosts"),
+        pytest.param(
+            "",
+            ("--set", "gomodel_bogus=1"),
+            "unknown option(s): gomodel_bogus",
+            id="misspelled-option",
+        ),
+    ],
+)
+def test_bad_configuration_stops_mitmdump_with_a_message_not_a_traceback(
+    tmp_path: Path, config_text: str | None, options: tuple[str, ...], message: str
+) -> None:
+    config = tmp_path / "gomodel.yaml"
+    if config_text is not None:
+        config.write_text(config_text)
+    result = run_mitmdump_until_exit(
+        tmp_path,
+        {"ORACLE_API_KEY": "sk-startup-secret"},
+        "--set",
+        f"gomodel_config={config}",
+        *options,
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert message in output
+    if config_text is not None and "gomodel_" not in " ".join(options):
+        assert str(config) in output
+    assert "Traceback" not in output
+    assert "sk-startup-secret" not in output
