@@ -8,7 +8,9 @@ models' small-max_tokens quirk, and an `opc-request-id` on every answer.
 
 Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received,
 POST /_sim/reset forgets them and restores the start settings, POST /_sim/settings changes
-list_models, models and chunk_delay.
+them: list_models, models, chunk_delay, and faults for generation calls (fail: statuses for the
+next requests, header_delay: seconds before answering, cut_after: events before a stream's
+connection is dropped).
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
 prints `oracle simulator listening at https://127.0.0.1:PORT` once ready; the CA that signed its
@@ -18,6 +20,7 @@ certificate is written to <cert-dir>/ca.pem.
 import argparse
 import contextlib
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -62,6 +65,9 @@ class Simulator:
             "models": models,
             "list_models": list_models,
             "chunk_delay": delay,
+            "fail": [],  # statuses for the next generation requests, one each
+            "header_delay": 0.0,  # seconds before a generation answer starts
+            "cut_after": None,  # drop streams' connections after this many events
         }
         self.settings = dict(self.initial_settings)
 
@@ -135,11 +141,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def send_events(self, events: list[bytes]) -> None:
-        delay = self.server.simulator.settings["chunk_delay"]
+        settings = self.server.simulator.settings
+        delay, cut_after = settings["chunk_delay"], settings["cut_after"]
         self.start_stream()
         for index, event in enumerate(events):
             if index and delay:
                 time.sleep(delay)
+            if cut_after is not None and index >= cut_after:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.send_chunk(event)
         self.send_chunk(b"")
 
@@ -224,7 +235,19 @@ class Handler(BaseHTTPRequestHandler):
         ]
         self.send_json(200, {"object": "list", "data": data})
 
+    def take_fault(self) -> int | None:
+        simulator = self.server.simulator
+        with simulator.lock:
+            fail = simulator.settings["fail"]
+            status = fail.pop(0) if fail else None
+        if delay := simulator.settings["header_delay"]:
+            time.sleep(delay)
+        return status
+
     def generate(self, endpoint: str, document: Any) -> None:
+        if status := self.take_fault():
+            self.send_oracle_error(status, f"Simulated failure {status}.")
+            return
         if not isinstance(document, dict):
             self.send_oracle_error(400, "Invalid request body: expected a JSON object.")
             return

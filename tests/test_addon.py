@@ -117,7 +117,9 @@ def test_models_are_answered_locally_without_streaming_the_request(gomodel: GoMo
 
 
 def test_errors_are_answered_locally(gomodel: GoModel) -> None:
-    flow = gateway_flow("POST", "http://gomodel.local/v1/chat/completions", {"model": "x.y"})
+    flow = gateway_flow(
+        "POST", "http://gomodel.local/v1/chat/completions", {"model": "x.y", "messages": []}
+    )
     run_request_hooks(gomodel, flow)
 
     assert flow.response.status_code == 404
@@ -166,7 +168,9 @@ def test_an_internal_error_fails_closed_with_a_502(
 
 
 def test_the_key_is_redacted_once_response_headers_arrive(gomodel: GoModel) -> None:
-    flow = gateway_flow("POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4"})
+    flow = gateway_flow(
+        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
+    )
     run_request_hooks(gomodel, flow)
     assert flow.request.headers["authorization"] == f"Bearer {ORACLE_KEY}"
 
@@ -184,7 +188,9 @@ def test_the_key_is_redacted_once_response_headers_arrive(gomodel: GoModel) -> N
 
 
 def test_the_key_is_redacted_when_the_upstream_connection_fails(gomodel: GoModel) -> None:
-    flow = gateway_flow("POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4"})
+    flow = gateway_flow(
+        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
+    )
     run_request_hooks(gomodel, flow)
     flow.error = tflow.terr("connection refused")
     gomodel.error(flow)
@@ -192,7 +198,9 @@ def test_the_key_is_redacted_when_the_upstream_connection_fails(gomodel: GoModel
 
 
 def test_oracle_errors_are_reshaped_in_the_response_hook(gomodel: GoModel) -> None:
-    flow = gateway_flow("POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4"})
+    flow = gateway_flow(
+        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
+    )
     run_request_hooks(gomodel, flow)
     flow.response = http.Response.make(
         404,
@@ -218,7 +226,9 @@ def test_an_unreachable_provider_is_a_json_502(gomodel: GoModel, tmp_path: Path)
     )
     with taddons.context(gomodel) as tctx:
         tctx.configure(gomodel, gomodel_config=str(config))
-        flow = gateway_flow("POST", "http://gomodel.local/v1/chat/completions", {"model": "m.x"})
+        flow = gateway_flow(
+            "POST", "http://gomodel.local/v1/chat/completions", {"model": "m.x", "messages": []}
+        )
         run_request_hooks(gomodel, flow)
 
     assert flow.response.status_code == 502

@@ -83,6 +83,8 @@ def test_wrong_method_names_the_allowed_one() -> None:
         (b'{"model": "m.a\\r\\nHost: evil"}', "invalid_model", "model"),
         (b'{"model": "m.a", "stream": "true"}', "invalid_type", "stream"),
         (b'{"model": "m.a", "stream": 1}', "invalid_type", "stream"),
+        (b'{"model": "m.a"}', "invalid_type", "messages"),
+        (b'{"model": "m.a", "messages": "hi"}', "invalid_type", "messages"),
     ],
 )
 def test_bad_bodies_are_400_with_what_is_wrong(body: bytes, code: str, param) -> None:
@@ -133,8 +135,8 @@ def test_route_keeps_the_clients_bytes_unless_the_model_is_rewritten() -> None:
     body = b'{"model":"m.a",  "messages":[{"role":"user","content":"h\\u00e9"}]}'
     assert route(INVENTORY, CHAT, body).body is body
 
-    pinned = route(INVENTORY, CHAT, b'{"model": "oracle-eu/m.eu", "stream": true, "n": 1}')
-    assert json.loads(pinned.body) == {"model": "m.eu", "stream": True, "n": 1}
+    pinned = route(INVENTORY, CHAT, b'{"model": "oracle-eu/m.eu", "stream": true, "messages": []}')
+    assert json.loads(pinned.body) == {"model": "m.eu", "stream": True, "messages": []}
     assert pinned.stream is True
     assert pinned.requested_model == "oracle-eu/m.eu"
 

@@ -27,18 +27,30 @@ import certifi
 from mitmproxy import ctx, exceptions, http
 
 from . import local, upstream
-from .config import ConfigError, GatewayConfig, Provider, load_config
+from .auth import check_client_key
+from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
 from .discovery import Discovery, fetch_models
 from .errors import JSON_HEADERS, GatewayError, error_body, from_oracle
-from .hosts import is_gateway_request, parse_hosts
+from .hosts import is_gateway_request, is_loopback, parse_hosts
 from .inventory import build_inventory
-from .routing import UPSTREAM_ENDPOINTS, Route, classify, route
+from .routing import (
+    UPSTREAM_ENDPOINTS,
+    Endpoint,
+    Request,
+    Route,
+    check_body_size,
+    check_declared_body,
+    classify,
+    route,
+)
 from .sse import StreamSummary, usage_tokens
+from .watch import watch_file
 
 logger = logging.getLogger("gomodel")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-OPTIONS = frozenset({"gomodel_config", "gomodel_hosts"})
+OPTIONS = frozenset({"gomodel_config", "gomodel_hosts", "gomodel_max_body_size"})
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 UPSTREAM_TLS_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 )
@@ -51,6 +63,7 @@ class Exchange:
     """Per-flow state of a gateway request (kept off the flow: flow.metadata is saved)."""
 
     started: float
+    request: Request | None = None
     route: Route | None = None
     stream: StreamSummary | None = None
     request_id: str | None = None
@@ -58,8 +71,11 @@ class Exchange:
     logged: bool = False
 
 
-def response_for(error: GatewayError) -> http.Response:
-    return http.Response.make(error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)})
+def answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
+    flow.response = http.Response.make(
+        error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)}
+    )
+    flow.comment = f"gomodel error {error.status} {error.code}"
 
 
 def json_response(status: int, body: bytes) -> http.Response:
@@ -110,24 +126,39 @@ def fail_closed(hook: Hook) -> Hook:
     return wrapper
 
 
-def read_configuration() -> tuple[tuple[str, ...], GatewayConfig]:
-    """The served hostnames and providers from the gomodel_* options and the environment."""
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gomodel_* options and the configuration file decide."""
+
+    hosts: tuple[str, ...]
+    config: GatewayConfig
+    config_path: Path
+    max_body_size: int
+
+
+def read_settings() -> Settings:
+    """Read the options, the environment and the configuration file; ConfigError if invalid."""
     try:
         hosts = parse_hosts(ctx.options.gomodel_hosts)
     except ValueError as e:
         raise ConfigError(f"option gomodel_hosts: {e}") from e
+    try:
+        max_body_size = parse_size(ctx.options.gomodel_max_body_size)
+    except ValueError as e:
+        raise ConfigError(f"option gomodel_max_body_size: {e}") from e
     explicit = bool(ctx.options.gomodel_config)
     path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
-    return hosts, load_config(path, os.environ, required=explicit)
+    config = load_config(path, os.environ, required=explicit)
+    return Settings(hosts, config, path, max_body_size)
 
 
 class GoModel:
     def __init__(self) -> None:
-        self.config = GatewayConfig(())
-        self.hosts: tuple[str, ...] = ()
+        self.settings = Settings((), GatewayConfig(()), DEFAULT_CONFIG, DEFAULT_MAX_BODY_SIZE)
         self.discovered: dict[str, tuple[str, ...]] = {}
         self.inventory = build_inventory((), {}, int(time.time()))
         self.discovery: Discovery | None = None
+        self.config_watch: asyncio.Task[None] | None = None
         self.reachable_until: dict[tuple[str, int], float] = {}
         self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
             weakref.WeakKeyDictionary()
@@ -135,6 +166,8 @@ class GoModel:
         self.ssl_context: ssl.SSLContext | None = None
         self.is_running = False
 
+    # Every option is a string parsed here: mitmproxy silently unloads a script when a --set
+    # value does not parse for an option's declared type.
     def load(self, loader: Any) -> None:
         loader.add_option(
             "gomodel_config",
@@ -143,7 +176,8 @@ class GoModel:
             """
             Path of the gateway's YAML configuration (providers: blocks of type oracle).
             Empty: config.yaml at the repository root, which may be absent; a path given here
-            must exist. ORACLE_* environment variables override it.
+            must exist. ORACLE_* environment variables override it. Edits are picked up while
+            running; a broken edit is logged and the previous configuration keeps serving.
             """,
         )
         loader.add_option(
@@ -156,8 +190,25 @@ class GoModel:
             through untouched.
             """,
         )
+        loader.add_option(
+            "gomodel_max_body_size",
+            str,
+            "10MiB",
+            """
+            Largest request body the gateway accepts (e.g. 10MiB, 512KiB, 1048576); larger ones
+            get 413.
+            """,
+        )
 
     # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.settings.config
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.settings.hosts
 
     def configure(self, updated: set[str]) -> None:
         if updated & UPSTREAM_TLS_OPTIONS:
@@ -165,7 +216,7 @@ class GoModel:
         if not updated & OPTIONS:
             return
         try:
-            hosts, config = read_configuration()
+            settings = read_settings()
         except ConfigError as e:
             if self.is_running:  # mitmproxy rejects the change and keeps the current state
                 raise exceptions.OptionsError(f"gomodel: {e}") from None
@@ -173,13 +224,39 @@ class GoModel:
             # instead of the traceback an exception from a script's configure() prints.
             logger.error("gomodel: %s", e)
             return
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Replace all configuration-derived state; requests in flight keep what they hold."""
+        path_changed = settings.config_path != self.settings.config_path
         self.stop_discovery()
-        self.config, self.hosts, self.discovered = config, hosts, {}
+        self.settings, self.discovered = settings, {}
         self.reachable_until = {}
         self.rebuild_inventory()
         self.log_configuration()
         if self.is_running:
             self.start_discovery()
+            if path_changed:
+                self.start_config_watch()
+
+    def reload_config_file(self) -> None:
+        try:
+            settings = read_settings()
+        except ConfigError as e:
+            logger.error(
+                "gomodel: configuration not reloaded, the previous one keeps serving: %s", e
+            )
+            return
+        logger.info("gomodel: %s changed, configuration reloaded", settings.config_path)
+        self.apply(settings)
+
+    def start_config_watch(self) -> None:
+        if self.config_watch:
+            self.config_watch.cancel()
+        self.config_watch = asyncio.get_running_loop().create_task(
+            watch_file(self.settings.config_path, self.reload_config_file),
+            name="gomodel config watch",
+        )
 
     def log_configuration(self) -> None:
         config = self.config
@@ -218,11 +295,21 @@ class GoModel:
         unknown = sorted(name for name in ctx.options.deferred if name.startswith("gomodel_"))
         if unknown:
             logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
+        if not self.config.master_keys and not is_loopback(ctx.options.listen_host):
+            logger.warning(
+                "gomodel: listening on %s without a master key: anyone who can reach this port "
+                "can use your Oracle key; set GOMODEL_MASTER_KEY",
+                ctx.options.listen_host or "all interfaces",
+            )
         self.is_running = True
         self.start_discovery()
+        self.start_config_watch()
 
     def done(self) -> None:
         self.stop_discovery()
+        if self.config_watch:
+            self.config_watch.cancel()
+            self.config_watch = None
         self.is_running = False
 
     def start_discovery(self) -> None:
@@ -265,32 +352,38 @@ class GoModel:
             return
         # Buffer the body: routing needs it, and nothing may stream to the original host.
         flow.request.stream = False
-        self.exchanges[flow] = Exchange(started=time.monotonic())
+        exchange = self.exchanges[flow] = Exchange(started=time.monotonic())
+        headers = flow.request.headers
+        try:
+            exchange.request = classify(flow.request.method, flow.request.path)
+            if exchange.request.endpoint is not Endpoint.HEALTH:
+                check_client_key(headers.get("authorization"), self.config.master_keys)
+            check_declared_body(
+                headers.get("content-length"),
+                headers.get("content-encoding"),
+                self.settings.max_body_size,
+            )
+        except GatewayError as e:
+            answer_error(flow, e)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or flow.response:
+        if exchange is None or exchange.request is None or flow.response:
             return
-        inventory = self.inventory
+        request, inventory = exchange.request, self.inventory
         try:
-            request = classify(flow.request.method, flow.request.path)
             if request.endpoint not in UPSTREAM_ENDPOINTS:
                 body = local.answer(inventory, request, self.hosts)
                 flow.response = json_response(200, body)
                 flow.comment = f"gomodel local {request.endpoint.value}"
                 return
-            try:
-                content = flow.request.content or b""
-            except ValueError as e:
-                raise GatewayError(
-                    400, f"Request body cannot be decoded: {e}.", code="invalid_body"
-                ) from e
+            content = flow.request.raw_content or b""
+            check_body_size(len(content), self.settings.max_body_size)
             planned = route(inventory, request, content)
             await self.check_reachable(planned)
         except GatewayError as e:
-            flow.response = response_for(e)
-            flow.comment = f"gomodel error {e.status} {e.code}"
+            answer_error(flow, e)
             return
         exchange.route = planned
         provider = planned.target.provider

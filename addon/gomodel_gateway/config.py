@@ -25,7 +25,23 @@ DEFAULT_PROVIDER = "oracle"
 PROVIDER_KEYS = frozenset(
     {"type", "base_url", "api_key", "models", "models_mode", "models_refresh_seconds"}
 )
-TOP_LEVEL_KEYS = frozenset({"providers", "models_mode", "models_refresh_seconds"})
+TOP_LEVEL_KEYS = frozenset({"providers", "models_mode", "models_refresh_seconds", "server"})
+SERVER_KEYS = frozenset({"master_keys"})
+MASTER_KEY_ENV = "GOMODEL_MASTER_KEY"
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
 # ORACLE_<NAME>_BASE_URL / _API_KEY / _MODELS define the provider "oracle-<name>".
 SUFFIXED_ENV = re.compile(r"^ORACLE_([A-Z0-9_]+?)_(BASE_URL|API_KEY|MODELS)$")
@@ -59,6 +75,8 @@ class GatewayConfig:
     providers: tuple[Provider, ...]
     warnings: tuple[str, ...] = ()
     source: str | None = None
+    # Keys clients must present to use the gateway; empty means open.
+    master_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -316,4 +334,45 @@ def load_config(
         for name, fields in blocks.items()
         if (provider := _build_provider(name, fields, defaults, warnings)) is not None
     ]
-    return GatewayConfig(tuple(providers), tuple(warnings), source)
+    master_keys = _master_keys(document.get("server"), where, env)
+    return GatewayConfig(tuple(providers), tuple(warnings), source, master_keys)
+
+
+def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """GOMODEL_MASTER_KEY plus server.master_keys. A key that expands to nothing is an error:
+    a typo in a variable name must not leave the gateway open."""
+    if server is None:
+        server = {}
+    if not isinstance(server, dict):
+        raise ConfigError(f"{where}: server must be a mapping")
+    for key in server:
+        if key not in SERVER_KEYS:
+            raise ConfigError(
+                f"{where}: server.{key}: unknown key; expected one of {', '.join(SERVER_KEYS)}"
+            )
+    configured = server.get("master_keys") or []
+    if not isinstance(configured, list):
+        raise ConfigError(f"{where}: server.master_keys must be a list")
+    keys: list[str] = []
+    if env_key := env.get(MASTER_KEY_ENV, "").strip():
+        keys.append(env_key)
+    for index, raw in enumerate(configured):
+        if not isinstance(raw, str):
+            raise ConfigError(f"{where}: server.master_keys[{index}] must be a string")
+        key, unset = expand_variables(raw, env)
+        if not key.strip():
+            missing = f" ({', '.join(unset)} not set)" if unset else ""
+            raise ConfigError(f"{where}: server.master_keys[{index}] is empty{missing}")
+        keys.append(key.strip())
+    return tuple(dict.fromkeys(keys))
+
+
+def parse_size(value: str) -> int:
+    """A byte count such as 10485760, 512KiB, 10MiB or 10MB; ValueError when malformed."""
+    match = SIZE.match(value.lower())
+    if not match or match.group(2) not in SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size (e.g. 10MiB, 512KiB, 1048576)")
+    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+    if size <= 0:
+        raise ValueError(f"{value!r} must be more than 0 bytes")
+    return size

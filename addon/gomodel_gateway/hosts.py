@@ -22,7 +22,7 @@ def parse_hosts(option: str) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host in LOCAL_NAMES:
         return True
     try:
@@ -47,4 +47,4 @@ def is_gateway_request(
     if not listen or port != listen[1]:
         return False
     listen_host = listen[0].lower()
-    return host == listen_host or (_is_loopback(host) and _is_loopback(listen_host))
+    return host == listen_host or (is_loopback(host) and is_loopback(listen_host))

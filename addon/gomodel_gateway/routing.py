@@ -187,11 +187,58 @@ def resolve_model(inventory: Inventory, model: str) -> Target:
     )
 
 
+def check_body_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise GatewayError(
+            413,
+            f"Request body is {size} bytes; this gateway accepts at most {limit} "
+            "(option gomodel_max_body_size).",
+            code="request_too_large",
+        )
+
+
+def check_declared_body(
+    content_length: str | None, content_encoding: str | None, limit: int
+) -> None:
+    """Refuse, before reading it, a body that is too large or compressed (a decompression bomb
+    would be expanded before any size check)."""
+    if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
+        raise GatewayError(
+            415,
+            f"Compressed request bodies (content-encoding: {content_encoding[:40]}) are not "
+            "accepted; send the JSON uncompressed.",
+            code="unsupported_encoding",
+        )
+    if content_length is not None and content_length.strip().isdigit():
+        check_body_size(int(content_length), limit)
+
+
+def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
+    if endpoint is Endpoint.CHAT_COMPLETIONS:
+        messages = document.get("messages")
+        if not isinstance(messages, list):
+            kind = "missing" if messages is None else f"a {type(messages).__name__}"
+            raise GatewayError(
+                400,
+                f"'messages' must be a list of messages, not {kind}.",
+                param="messages",
+                code="invalid_type",
+            )
+    elif "input" in document and not isinstance(document["input"], str | list):
+        raise GatewayError(
+            400,
+            f"'input' must be a string or a list, not {type(document['input']).__name__}.",
+            param="input",
+            code="invalid_type",
+        )
+
+
 def route(inventory: Inventory, request: Request, body: bytes) -> Route:
     """Validate a chat/responses body and choose its provider and upstream model id."""
     document = parse_json_object(body)
     model = _requested_model(document)
     stream = _stream_flag(document)
+    _check_inputs(request.endpoint, document)
     target = resolve_model(inventory, model)
     if target.upstream_model != model:
         document["model"] = target.upstream_model
