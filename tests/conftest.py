@@ -4,7 +4,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from processes import Gateway, Simulator, start_gateway, start_simulator
+
+# `pytest --hypothesis-profile=deep` for a long fuzzing run.
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile("deep", max_examples=20_000, deadline=None)
 
 CHICAGO_KEY = "sk-oracle-chicago-5f0c7a1e9b2d4c68"
 FRANKFURT_KEY = "sk-oracle-frankfurt-83d1e6b0a4f27c95"

@@ -120,6 +120,7 @@ def test_chat_completion_reaches_oracle_with_its_key_and_never_the_clients(
     assert received["path"] == "/20231130/actions/v1/chat/completions"
     assert received["body"]["model"] == "xai.grok-4"
     assert received["headers"]["openai-project"] == "ocid1.project.x"
+    assert received["headers"]["host"] == chicago.url.removeprefix("https://")
     assert_no_client_credentials(received, CHICAGO_KEY)
 
 

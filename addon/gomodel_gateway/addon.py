@@ -394,7 +394,9 @@ class GoModel:
             "endpoint": planned.endpoint.value,
             "stream": planned.stream,
         }
-        flow.request.url = upstream.upstream_url(planned)
+        flow.request.scheme = "https"
+        flow.request.host, flow.request.port = upstream.upstream_address(provider)
+        flow.request.path = upstream.upstream_path(planned)
         if planned.body is not content:
             flow.request.content = planned.body
         upstream.inject_key(flow.request.headers, provider)

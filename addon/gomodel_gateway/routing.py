@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from .config import MODEL_ID
 from .errors import GatewayError
@@ -61,8 +61,9 @@ class Route:
 
 def classify(method: str, path: str) -> Request:
     """The gateway endpoint for a request line, or a 404/405 GatewayError."""
-    parts = urlsplit(path)
-    clean = parts.path.rstrip("/") or "/"
+    # Not urlsplit: a request path such as "//[" is not a URL and must not raise.
+    raw_path, _, query = path.partition("#")[0].partition("?")
+    clean = raw_path.rstrip("/") or "/"
     if clean.startswith(MODEL_PREFIX):
         endpoint, allowed, model = Endpoint.MODEL, "GET", unquote(clean[len(MODEL_PREFIX) :])
     elif clean in ROUTES:
@@ -70,7 +71,7 @@ def classify(method: str, path: str) -> Request:
     else:
         raise GatewayError(
             404,
-            f"Unknown path {parts.path!r}: this gateway serves {SUPPORTED}. "
+            f"Unknown path {raw_path[:200]!r}: this gateway serves {SUPPORTED}. "
             "(Oracle's OpenAI-compatible endpoint offers no embeddings, images or audio.)",
             code="unknown_url",
         )
@@ -81,7 +82,7 @@ def classify(method: str, path: str) -> Request:
             code="method_not_allowed",
             headers=(("allow", allowed),),
         )
-    return Request(endpoint, parts.query, model)
+    return Request(endpoint, query, model)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

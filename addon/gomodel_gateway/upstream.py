@@ -15,15 +15,19 @@ CLIENT_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
 REDACTED = "Bearer [redacted by gomodel]"
 
 
-def upstream_url(route: Route) -> str:
-    """{base_url}/chat/completions or {base_url}/responses, with the client's query string."""
-    url = f"{route.target.provider.base_url}/{route.endpoint.value}"
-    return f"{url}?{route.query}" if route.query else url
-
-
 def upstream_address(provider: Provider) -> tuple[str, int]:
     parts = urlsplit(provider.base_url)
     return parts.hostname or "", parts.port or 443
+
+
+def upstream_path(route: Route) -> str:
+    """The base URL's path + /chat/completions or /responses, with the client's query string.
+
+    Kept apart from the host: the query is the client's and may hold any bytes, which a whole-URL
+    parse would refuse.
+    """
+    path = f"{urlsplit(route.target.provider.base_url).path}/{route.endpoint.value}"
+    return f"{path}?{route.query}" if route.query else path
 
 
 def inject_key(headers: MutableMapping[str, str], provider: Provider) -> None:

@@ -1,0 +1,168 @@
+"""Property tests (hypothesis): request handling never raises anything but an OpenAI-style error.
+
+Paths, headers and bodies are generated, including hostile ones (control characters, traversal,
+%-escapes, non-UTF-8, wrong JSON types); every outcome must be a route to a configured provider
+or an error answered in OpenAI's shape.
+"""
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+from gomodel_gateway.addon import GoModel
+from gomodel_gateway.config import Provider
+from gomodel_gateway.errors import GatewayError, from_oracle
+from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.routing import Endpoint, Request, classify, route
+from gomodel_gateway.sse import SSEParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mitmproxy import http
+from mitmproxy.test import taddons, tflow
+
+PROVIDERS = (
+    Provider("oracle", "https://us.example/20231130/actions/v1", "k1", ("xai.grok-4", "m.shared")),
+    Provider("oracle-eu", "https://eu.example/openai/v1", "k2", ("m.shared",)),
+)
+INVENTORY = build_inventory(PROVIDERS, {}, 0)
+MODEL_LIKE = st.one_of(
+    st.sampled_from(["xai.grok-4", "m.shared", "oracle-eu/m.shared", "oracle/xai.grok-4"]),
+    st.sampled_from(["../x", "a/../b", "m%2e", "m a", "m\r\nx: y", "", "/", "oracle-eu/", "\x00"]),
+    st.text(max_size=30),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda model, stream, messages, extra: json.dumps(
+            {"model": model, "stream": stream, "messages": messages, **extra}
+        ).encode(),
+        MODEL_LIKE,
+        st.one_of(st.booleans(), JSON_VALUES),
+        st.one_of(st.just([{"role": "user", "content": "hi"}]), JSON_VALUES),
+        st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3),
+    ),
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+)
+PATHS = st.one_of(
+    st.sampled_from(
+        ["/v1/chat/completions", "/v1/responses", "/v1/models", "/health", "/v1/models/m.shared"]
+    ),
+    st.builds(
+        lambda prefix, tail: prefix + tail,
+        st.sampled_from(["/v1/", "/v1/models/", "/", "//", "/v1/chat/completions?"]),
+        st.text(max_size=30),
+    ),
+)
+
+
+def assert_openai_error(error: GatewayError) -> None:
+    document = json.loads(error.body())
+    assert set(document["error"]) == {"message", "type", "param", "code"}
+    assert 400 <= error.status < 500
+
+
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "X"]), path=PATHS)
+def test_classify_returns_an_endpoint_or_an_openai_error(method: str, path: str) -> None:
+    try:
+        request = classify(method, path)
+    except GatewayError as error:
+        assert_openai_error(error)
+        return
+    assert isinstance(request.endpoint, Endpoint)
+
+
+@given(endpoint=st.sampled_from([Endpoint.CHAT_COMPLETIONS, Endpoint.RESPONSES]), body=BODIES)
+def test_route_returns_a_configured_target_or_an_openai_error(endpoint, body: bytes) -> None:
+    try:
+        planned = route(INVENTORY, Request(endpoint), body)
+    except GatewayError as error:
+        assert_openai_error(error)
+        return
+    assert planned.target.provider in PROVIDERS
+    assert planned.target.upstream_model in planned.target.provider.models
+    assert json.loads(planned.body)["model"] == planned.target.upstream_model
+
+
+@given(status=st.integers(400, 599), body=st.binary(max_size=300))
+def test_any_oracle_error_becomes_an_openai_error(status: int, body: bytes) -> None:
+    document = json.loads(from_oracle(status, body, "oracle", "h", None))
+    assert isinstance(document["error"], dict)
+    assert {"message", "type", "param", "code"} <= set(document["error"])
+
+
+@given(stream=st.binary(max_size=400), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_sse_parsing_does_not_depend_on_chunking(stream: bytes, cuts: list[int]) -> None:
+    whole = SSEParser().feed(stream)
+    parser, pieces, start = SSEParser(), [], 0
+    for cut in sorted(set(cuts)):
+        pieces.append(stream[start:cut])
+        start = max(start, cut)
+    pieces.append(stream[start:])
+    chunked = [event for piece in pieces for event in parser.feed(piece)]
+    # A final lone CR may still become CRLF, so the whole feed may hold one event back too.
+    assert chunked == whole
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoModel]:
+    """The addon in front of a real listening socket (so reachability checks pass)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        config = tmp_path_factory.mktemp("fuzz") / "gomodel.yaml"
+        config.write_text(
+            "providers:\n  oracle:\n"
+            f"    base_url: https://127.0.0.1:{listener.getsockname()[1]}/v1\n"
+            "    api_key: sk-fuzz-oracle\n    models: [xai.grok-4]\n    models_mode: allowlist\n"
+        )
+        addon = GoModel()
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, gomodel_config=str(config))
+            yield addon
+
+
+HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "OPTIONS"]),
+    path=PATHS,
+    body=BODIES,
+    headers=st.dictionaries(
+        st.sampled_from(["authorization", "api-key", "x-api-key", "content-type", "x-other"]),
+        HEADER_VALUES,
+        max_size=4,
+    ),
+)
+def test_gateway_hooks_route_or_answer_an_openai_error(
+    gateway: GoModel, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    request = http.Request.make(method, "http://gomodel.local/", body, headers)
+    request.path = path.encode("utf-8", "surrogateescape")
+    flow = tflow.tflow(req=request)
+    gateway.requestheaders(flow)
+    asyncio.run(gateway.request(flow))
+
+    if flow.response is not None:
+        error = json.loads(flow.response.content).get("error")
+        if flow.response.status_code == 200:
+            assert error is None  # a locally answered endpoint
+            return
+        assert set(error) == {"message", "type", "param", "code"}
+        assert 400 <= flow.response.status_code < 500
+        assert flow.request.host == "gomodel.local"
+        assert "sk-fuzz-oracle" not in flow.response.text
+        return
+    assert flow.request.host == "127.0.0.1"
+    assert flow.request.headers["authorization"] == "Bearer sk-fuzz-oracle"
+    assert "api-key" not in flow.request.headers and "x-api-key" not in flow.request.headers

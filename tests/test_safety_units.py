@@ -1,0 +1,202 @@
+"""Client keys, size limits, master-key config and reloads, without processes."""
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from gomodel_gateway.addon import GoModel
+from gomodel_gateway.auth import check_client_key
+from gomodel_gateway.config import ConfigError, load_config, parse_size
+from gomodel_gateway.errors import GatewayError
+from gomodel_gateway.routing import check_body_size, check_declared_body
+from mitmproxy import http
+from mitmproxy.addons import proxyserver
+from mitmproxy.test import taddons, tflow
+
+KEYS = ("gm-key-one", "gm-key-two")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "keys", "accepted"),
+    [
+        (None, (), True),
+        ("Bearer anything", (), True),
+        ("Bearer gm-key-one", KEYS, True),
+        ("Bearer gm-key-two", KEYS, True),
+        ("bearer  gm-key-two ", KEYS, True),
+        (None, KEYS, False),
+        ("", KEYS, False),
+        ("Bearer", KEYS, False),
+        ("Bearer ", KEYS, False),
+        ("Bearer gm-key-on", KEYS, False),
+        ("Bearer gm-key-one2", KEYS, False),
+        ("Basic gm-key-one", KEYS, False),
+        ("gm-key-one", KEYS, False),
+        ("Bearer sk-oracle-key", KEYS, False),
+    ],
+)
+def test_client_keys_are_checked(authorization, keys, accepted: bool) -> None:
+    if accepted:
+        check_client_key(authorization, keys)
+        return
+    with pytest.raises(GatewayError) as caught:
+        check_client_key(authorization, keys)
+    assert (caught.value.status, caught.value.code) == (401, "invalid_api_key")
+    assert "gm-key" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("10MiB", 10 * 1024 * 1024),
+        ("10mib", 10 * 1024 * 1024),
+        ("10 MB", 10_000_000),
+        ("512KiB", 512 * 1024),
+        ("1048576", 1048576),
+        ("1.5k", 1536),
+        ("2G", 2 * 1024**3),
+    ],
+)
+def test_sizes_parse(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10 parsecs", "-1", "0", "0MiB", "1e6"])
+def test_bad_sizes_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("length", "encoding", "status"),
+    [
+        ("100", None, None),
+        ("1000", None, None),
+        ("1001", None, 413),
+        (None, None, None),
+        ("not-a-number", None, None),  # mitmproxy itself rejects malformed lengths
+        ("10", "gzip", 415),
+        ("10", "identity", None),
+        (None, "br, gzip", 415),
+    ],
+)
+def test_declared_bodies_are_refused_before_reading(length, encoding, status) -> None:
+    if status is None:
+        check_declared_body(length, encoding, 1000)
+        return
+    with pytest.raises(GatewayError) as caught:
+        check_declared_body(length, encoding, 1000)
+    assert caught.value.status == status
+
+
+def test_buffered_bodies_over_the_limit_are_413() -> None:
+    check_body_size(1000, 1000)
+    with pytest.raises(GatewayError, match="at most 1000"):
+        check_body_size(1001, 1000)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_master_keys_come_from_env_and_yaml(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", "server:\n  master_keys: [a-key, '${EXTRA}', a-key]\n")
+    loaded = load_config(config, {"GOMODEL_MASTER_KEY": "env-key", "EXTRA": "extra-key"})
+    assert loaded.master_keys == ("env-key", "a-key", "extra-key")
+    assert "env-key" not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("server:\n  master_keys: ['${UNSET_KEY}']\n", r"master_keys\[0\] is empty \(UNSET_KEY"),
+        ("server:\n  master_keys: ['']\n", r"master_keys\[0\] is empty"),
+        ("server:\n  master_keys: key\n", "must be a list"),
+        ("server:\n  master_key: [k]\n", "server.master_key: unknown key"),
+        ("server: [k]\n", "server must be a mapping"),
+    ],
+)
+def test_broken_master_keys_stop_the_gateway_instead_of_opening_it(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path / "c.yaml", text), {})
+
+
+def flow_to(path: str, body: bytes = b"", **headers: str) -> http.HTTPFlow:
+    method = "POST" if body else "GET"
+    return tflow.tflow(req=http.Request.make(method, f"http://gomodel.local{path}", body, headers))
+
+
+def test_master_key_is_required_before_the_body_is_read_except_for_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOMODEL_MASTER_KEY", "gm-secret")
+    gateway = GoModel()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gomodel_config=str(write(tmp_path / "c.yaml", "")))
+        refused = flow_to("/v1/chat/completions", b"{}", authorization="Bearer wrong")
+        health = flow_to("/health")
+        allowed = flow_to("/v1/models", authorization="Bearer gm-secret")
+        for flow in (refused, health, allowed):
+            gateway.requestheaders(flow)
+            asyncio.run(gateway.request(flow))
+
+    assert refused.response.status_code == 401
+    assert refused.response.headers["www-authenticate"].startswith("Bearer")
+    assert health.response.status_code == 200
+    assert allowed.response.status_code == 200
+
+
+def test_oversized_bodies_are_refused_from_their_headers(tmp_path: Path) -> None:
+    gateway = GoModel()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(
+            gateway,
+            gomodel_config=str(write(tmp_path / "c.yaml", "")),
+            gomodel_max_body_size="1KiB",
+        )
+        flow = flow_to("/v1/chat/completions", b"x" * 2000)
+        gateway.requestheaders(flow)
+    assert flow.response.status_code == 413
+    assert json.loads(flow.response.content)["error"]["code"] == "request_too_large"
+
+
+def test_a_broken_config_edit_is_logged_and_the_previous_config_keeps_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write(
+        tmp_path / "c.yaml",
+        "providers:\n  oracle:\n    base_url: https://h.example/v1\n    api_key: k\n"
+        "    models: [m.one]\n",
+    )
+    gateway = GoModel()
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gomodel_config=str(config))
+        config.write_text("providers: [\n")
+        with caplog.at_level(logging.ERROR):
+            gateway.reload_config_file()
+        assert "configuration not reloaded" in caplog.text
+        assert gateway.inventory.models == {"oracle": ("m.one",)}
+
+        config.write_text(config.read_text().replace("providers: [\n", "") or "providers: {}\n")
+        gateway.reload_config_file()
+        assert gateway.inventory.providers == ()
+
+
+def test_listening_beyond_loopback_without_a_master_key_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def start() -> None:
+        gateway = GoModel()
+        with taddons.context(gateway, proxyserver.Proxyserver()) as tctx:
+            tctx.configure(
+                gateway, gomodel_config=str(write(tmp_path / "c.yaml", "")), listen_host="0.0.0.0"
+            )
+            with caplog.at_level(logging.WARNING):
+                gateway.running()
+            gateway.done()
+
+    asyncio.run(start())
+    assert "listening on 0.0.0.0 without a master key" in caplog.text
