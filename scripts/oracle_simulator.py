@@ -19,6 +19,7 @@ certificate is written to <cert-dir>/ca.pem.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import socket
 import ssl
@@ -144,6 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         settings = self.server.simulator.settings
         delay, cut_after = settings["chunk_delay"], settings["cut_after"]
         self.start_stream()
+        digest = hashlib.sha256()
         for index, event in enumerate(events):
             if index and delay:
                 time.sleep(delay)
@@ -152,7 +154,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             self.send_chunk(event)
+            digest.update(event)
         self.send_chunk(b"")
+        # What a client must have received, byte for byte (the load test checks it).
+        self.entry["response_sha256"] = digest.hexdigest()
 
     def read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
@@ -175,17 +180,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             document = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
-        simulator.record(
-            {
-                "method": method,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": document,
-                "raw_body_size": len(body),
-            }
-        )
+        self.entry = {
+            "request_id": self.request_id,
+            "method": method,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": document,
+            "raw_body_size": len(body),
+        }
+        simulator.record(self.entry)
         path = self.path.split("?")[0]
         base = next((b for b in BASE_PATHS if path.startswith(b + "/")), None)
         if base is None:

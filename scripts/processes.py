@@ -93,6 +93,10 @@ class Simulator:
         """Every request the simulator received (control calls excepted), oldest first."""
         return self._call("GET", "/_sim/requests")
 
+    def posts(self) -> list[dict[str, Any]]:
+        """The generation requests received (model discovery's GET /models left out)."""
+        return [r for r in self.requests() if r["method"] == "POST"]
+
     def reset(self) -> None:
         """Forget received requests and restore the settings the simulator started with."""
         self._call("POST", "/_sim/reset", {})

@@ -535,6 +535,12 @@ def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> No
         pytest.param("", ("--set", "gomodel_hosts=bad host"), "option gomodel_hosts", id="hosts"),
         pytest.param(
             "",
+            ("--set", "gomodel_max_body_size=lots"),
+            "option gomodel_max_body_size: 'lots' is not a size",
+            id="unparsable-size",
+        ),
+        pytest.param(
+            "",
             ("--set", "gomodel_bogus=1"),
             "unknown option(s): gomodel_bogus",
             id="misspelled-option",

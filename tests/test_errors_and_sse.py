@@ -76,6 +76,11 @@ def test_openai_shaped_upstream_errors_pass_unchanged() -> None:
     assert from_oracle(400, body, "oracle", "h", None) is body
 
 
+def test_deeply_nested_error_bodies_are_treated_as_text() -> None:
+    error = error_of(from_oracle(500, b"[" * 100_000, "oracle", "h", None))
+    assert error["code"] == "upstream_error"
+
+
 def test_long_non_json_errors_are_truncated() -> None:
     error = error_of(from_oracle(502, b"x" * 10_000, "oracle", "h", None))
     assert len(error["message"]) < 700

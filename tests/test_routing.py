@@ -70,6 +70,7 @@ def test_wrong_method_names_the_allowed_one() -> None:
         (b"", "invalid_body", None),
         (b"\xff\xfe", "invalid_body", None),
         (b"{not json", "invalid_json", None),
+        (b"[" * 100_000, "invalid_json", None),  # deeper than Python's recursion limit
         (b'"a string"', "invalid_body", None),
         (b"[]", "invalid_body", None),
         (b"{}", "missing_model", "model"),

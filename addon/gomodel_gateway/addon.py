@@ -12,7 +12,6 @@ Every hook fails closed: an exception answers the client with a 502 and sends no
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import ssl
@@ -26,7 +25,7 @@ from typing import Any
 import certifi
 from mitmproxy import ctx, exceptions, http
 
-from . import local, upstream
+from . import local, safejson, upstream
 from .auth import check_client_key
 from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
 from .discovery import Discovery, fetch_models
@@ -526,7 +525,7 @@ def _count(value: int | None) -> str:
 
 def json_usage(body: bytes) -> tuple[int | None, int | None]:
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = safejson.loads(body)
+    except ValueError:
         return None, None
     return usage_tokens(document.get("usage") if isinstance(document, dict) else None)

@@ -5,13 +5,13 @@ call found (or nothing, so the configured list alone serves) and is logged, neve
 """
 
 import asyncio
-import json
 import logging
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from . import safejson
 from .config import MODEL_ID, Provider
 
 logger = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ class DiscoveryError(Exception):
 def parse_models_response(body: bytes) -> tuple[str, ...]:
     """Model ids from an OpenAI-style list ({"data": [{"id": ...}]}); invalid ids are dropped."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        document = safejson.loads(body)
+    except ValueError as e:
         raise DiscoveryError("the /models answer is not JSON") from e
     items = document.get("data") if isinstance(document, dict) else None
     if not isinstance(items, list):

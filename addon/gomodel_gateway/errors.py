@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from . import safejson
+
 JSON_HEADERS = {"content-type": "application/json"}
 
 ERROR_TYPES = {
@@ -91,8 +93,8 @@ def error_body(
 def _oracle_error_fields(body: bytes) -> tuple[str | None, Any]:
     """The (message, code) of an OCI error body, or (None, None) when it is not one."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = safejson.loads(body)
+    except ValueError:
         return None, None
     if isinstance(document, dict) and isinstance(document.get("message"), str):
         return document["message"], document.get("code")
@@ -101,8 +103,8 @@ def _oracle_error_fields(body: bytes) -> tuple[str | None, Any]:
 
 def is_openai_error(body: bytes) -> bool:
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = safejson.loads(body)
+    except ValueError:
         return False
     return isinstance(document, dict) and isinstance(document.get("error"), dict)
 

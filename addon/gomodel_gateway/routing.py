@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
+from . import safejson
 from .config import MODEL_ID
 from .errors import GatewayError
 from .inventory import Inventory, Target
@@ -97,7 +98,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not text.strip():
         raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
     try:
-        document = json.loads(text)
+        document = safejson.loads(text)
     except ValueError as e:
         raise GatewayError(400, f"Request body is not valid JSON: {e}.", code="invalid_json") from e
     if not isinstance(document, dict):

@@ -4,9 +4,10 @@
 streams for what the access log reports (events seen, the [DONE] marker, the final usage).
 """
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import safejson
 
 DONE = "[DONE]"
 
@@ -85,7 +86,7 @@ class StreamSummary:
                 self.done = True
                 continue
             try:
-                payload = json.loads(event.data)
+                payload = safejson.loads(event.data)
             except ValueError:
                 continue
             if isinstance(payload, dict):

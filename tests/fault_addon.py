@@ -1,0 +1,15 @@
+"""Test-only mitmproxy script, loaded after addon/gomodel.py: the gateway's router raises for
+requests naming the model "boom.model", to prove that an internal failure fails closed."""
+
+from gomodel_gateway import addon as gateway_addon
+
+real_route = gateway_addon.route
+
+
+def failing_route(inventory, request, body):
+    if b"boom.model" in body:
+        raise RuntimeError("injected routing failure")
+    return real_route(inventory, request, body)
+
+
+gateway_addon.route = failing_route
