@@ -1,5 +1,6 @@
 """The user-facing scripts: the demo and the verify script run for real."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -73,3 +74,13 @@ def test_setup_explains_when_no_recent_python_exists(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "needs Python 3.12 or newer" in result.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_short_load_run_delivers_every_stream_byte_for_byte() -> None:
+    result = run(str(SCRIPTS / "load_test.py"), "--streams", "20", "--duration", "4")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["streams_completed"] > 20
+    assert report["errors"] == 0 and report["altered_streams"] == 0
+    assert report["simulator_requests"] == report["streams_completed"]
