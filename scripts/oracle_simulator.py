@@ -110,6 +110,7 @@ def answer_text(model: str, document: dict[str, Any]) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
     server: "SimulatorServer"
 
     def log_message(self, format: str, *args: Any) -> None:

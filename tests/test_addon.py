@@ -1,70 +1,70 @@
-"""The addon's hooks with mitmproxy's own test helpers (taddons, tflow), no processes."""
+"""The addon's hooks with mitmproxy's own test helpers (taddons, tflow) and an in-process Oracle."""
 
 import asyncio
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fake_oracle import CA, Answer, FakeOracle, completion
 from gomodel_gateway import addon as addon_module
-from gomodel_gateway.addon import GoModel
+from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.hosts import is_gateway_request, parse_hosts
-from gomodel_gateway.upstream import REDACTED
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 ORACLE_KEY = "sk-oracle-unit-test-key"
 
 
-@pytest.fixture
-def upstream_port() -> Iterator[int]:
-    """A real listening socket standing in for Oracle's host: connects succeed."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, upstream_port: int) -> Path:
+def write_config(tmp_path: Path, base_url: str, models: str = "xai.grok-4, m.one") -> Path:
     path = tmp_path / "gomodel.yaml"
     path.write_text(
         "providers:\n"
         "  oracle:\n"
-        f"    base_url: https://127.0.0.1:{upstream_port}/20231130/actions/v1\n"
+        f"    base_url: {base_url}\n"
         f"    api_key: {ORACLE_KEY}\n"
-        "    models: [xai.grok-4, openai.gpt-oss-120b]\n"
+        f"    models: [{models}]\n"
         "    models_mode: allowlist\n"
         "  oracle-eu:\n"
-        f"    base_url: https://127.0.0.1:{upstream_port}/openai/v1\n"
+        f"    base_url: {base_url.replace('/20231130/actions/v1', '/openai/v1')}\n"
         "    api_key: sk-eu\n"
-        "    models: [openai.gpt-oss-120b]\n"
+        "    models: [m.one]\n"
         "    models_mode: allowlist\n"
+        "retries:\n  max_retries: 0\n"
     )
     return path
 
 
-@pytest.fixture
-def gomodel(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GoModel]:
-    for name in ("ORACLE_BASE_URL", "ORACLE_API_KEY", "ORACLE_MODELS"):
-        monkeypatch.delenv(name, raising=False)
-    gateway = GoModel()
-    with taddons.context(gateway) as tctx:
-        tctx.configure(gateway, gomodel_config=str(config_file))
-        yield gateway
+def with_gateway(
+    tmp_path: Path, scenario: Callable[[GoModel, FakeOracle], Awaitable[None]], *answers: Answer
+) -> None:
+    """Run a scenario against a configured addon and a fake Oracle, in one event loop."""
+
+    async def main() -> None:
+        async with FakeOracle(*answers) as oracle:
+            gateway = GoModel()
+            with taddons.context(gateway) as tctx:
+                tctx.configure(gateway, gomodel_config=str(write_config(tmp_path, oracle.base_url)))
+                CA.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+                tctx.options.update(ssl_verify_upstream_trusted_ca=str(tmp_path / "ca.pem"))
+                try:
+                    await scenario(gateway, oracle)
+                finally:
+                    await gateway.done()
+
+    asyncio.run(main())
 
 
 def gateway_flow(method: str, url: str, body: object = None, **headers: str) -> http.HTTPFlow:
     content = json.dumps(body).encode() if body is not None else b""
-    request = http.Request.make(method, url, content, headers)
-    return tflow.tflow(req=request)
+    return tflow.tflow(req=http.Request.make(method, url, content, headers))
 
 
-def run_request_hooks(gateway: GoModel, flow: http.HTTPFlow) -> None:
+async def run_request_hooks(gateway: GoModel, flow: http.HTTPFlow) -> None:
     gateway.requestheaders(flow)
-    asyncio.run(gateway.request(flow))
+    await gateway.request(flow)
 
 
 def error_of(flow: http.HTTPFlow) -> dict:
@@ -72,196 +72,211 @@ def error_of(flow: http.HTTPFlow) -> dict:
     return json.loads(flow.response.content)["error"]
 
 
-def test_gateway_flow_is_rewritten_to_oracle_with_the_provider_key(
-    gomodel: GoModel, upstream_port: int
-) -> None:
-    flow = gateway_flow(
-        "POST",
-        "http://gomodel.local/v1/chat/completions?trace=1",
-        {"model": "xai.grok-4", "messages": []},
-        authorization="Bearer client",
-        **{"api-key": "client", "x-api-key": "client", "OpenAI-Project": "p"},
-    )
-    run_request_hooks(gomodel, flow)
-
-    assert flow.response is None
-    assert flow.request.url == (
-        f"https://127.0.0.1:{upstream_port}/20231130/actions/v1/chat/completions?trace=1"
-    )
-    assert flow.request.headers["authorization"] == f"Bearer {ORACLE_KEY}"
-    assert "api-key" not in flow.request.headers and "x-api-key" not in flow.request.headers
-    assert flow.request.headers["openai-project"] == "p"
-    assert flow.metadata["gomodel"]["provider"] == "oracle"
+CHAT = "http://gomodel.local/v1/chat/completions"
 
 
-def test_pinned_model_is_rewritten_in_the_body(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST", "http://gomodel.local/v1/responses", {"model": "oracle-eu/openai.gpt-oss-120b"}
-    )
-    run_request_hooks(gomodel, flow)
+def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow(
+            "POST",
+            CHAT + "?trace=1",
+            {"model": "xai.grok-4", "messages": []},
+            authorization="Bearer client",
+            **{"api-key": "client", "OpenAI-Project": "p"},
+        )
+        await run_request_hooks(gateway, flow)
 
-    assert flow.request.path == "/openai/v1/responses"
-    assert json.loads(flow.request.content) == {"model": "openai.gpt-oss-120b"}
-    assert flow.request.headers["authorization"] == "Bearer sk-eu"
+        assert flow.response.status_code == 200
+        assert json.loads(flow.response.content)["usage"]["total_tokens"] == 4
+        assert flow.response.headers["opc-request-id"] == "R1"
+        (received,) = oracle.received
+        assert received["path"] == "/20231130/actions/v1/chat/completions?trace=1"
+        assert received["headers"]["Authorization"] == f"Bearer {ORACLE_KEY}"
+        assert "api-key" not in {k.lower() for k in received["headers"]}
+        assert received["headers"]["OpenAI-Project"] == "p"
+        # The flow shows the call it was, and holds no key of either side.
+        assert flow.request.url == oracle.base_url + "/chat/completions"
+        assert flow.request.headers["authorization"] == REDACTED
+        assert flow.request.headers["api-key"] == REDACTED
+        assert ORACLE_KEY not in str(flow.get_state())
+        assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=3 out=1")
 
-
-def test_models_are_answered_locally_without_streaming_the_request(gomodel: GoModel) -> None:
-    flow = gateway_flow("GET", "http://gomodel.local/v1/models")
-    flow.request.stream = True
-    run_request_hooks(gomodel, flow)
-
-    assert flow.request.stream is False
-    assert flow.response.status_code == 200
-    ids = [m["id"] for m in json.loads(flow.response.content)["data"]]
-    assert ids == ["xai.grok-4", "openai.gpt-oss-120b", "oracle-eu/openai.gpt-oss-120b"]
-
-
-def test_errors_are_answered_locally(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST", "http://gomodel.local/v1/chat/completions", {"model": "x.y", "messages": []}
-    )
-    run_request_hooks(gomodel, flow)
-
-    assert flow.response.status_code == 404
-    assert flow.response.headers["content-type"] == "application/json"
-    assert error_of(flow)["code"] == "model_not_found"
-    assert flow.request.host == "gomodel.local"
+    with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))
 
 
-def test_other_traffic_is_left_alone(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST",
-        "https://example.com/v1/chat/completions",
-        {"model": "xai.grok-4"},
-        authorization="Bearer own",
-    )
-    flow.request.stream = True
-    run_request_hooks(gomodel, flow)
+def test_a_pinned_model_goes_with_its_bare_id(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("POST", CHAT, {"model": "oracle-eu/m.one", "messages": []})
+        await run_request_hooks(gateway, flow)
 
-    assert flow.response is None and flow.request.stream is True
-    assert flow.request.url == "https://example.com/v1/chat/completions"
-    assert flow.request.headers["authorization"] == "Bearer own"
+        (received,) = oracle.received
+        assert received["path"] == "/openai/v1/chat/completions"
+        assert json.loads(received["body"])["model"] == "m.one"
+        assert received["headers"]["Authorization"] == "Bearer sk-eu"
+        assert flow.metadata["gomodel"]["provider"] == "oracle-eu"
+
+    with_gateway(tmp_path, scenario)
+
+
+def test_a_streamed_call_is_pointed_at_the_relay_without_any_key(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow(
+            "POST",
+            CHAT,
+            {"model": "xai.grok-4", "messages": [], "stream": True},
+            authorization="Bearer client",
+        )
+        await run_request_hooks(gateway, flow)
+
+        assert flow.response is None
+        assert (flow.request.scheme, flow.request.host) == ("http", "127.0.0.1")
+        assert flow.request.port == gateway.relay.port
+        assert flow.request.path.startswith("/gomodel-relay/")
+        assert flow.request.headers["authorization"] == REDACTED
+        assert oracle.received == []  # the relay calls Oracle when mitmproxy connects
+
+        flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+        gateway.responseheaders(flow)
+        chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
+        assert flow.response.stream(chunk) == chunk  # bytes pass unchanged
+        assert flow.response.stream(b"") == b""
+        assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=2 out=5")
+
+    with_gateway(tmp_path, scenario)
+
+
+def test_oracle_errors_come_back_in_openai_shape(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("POST", CHAT, {"model": "xai.grok-4", "messages": []})
+        await run_request_hooks(gateway, flow)
+
+        error = error_of(flow)
+        assert flow.response.status_code == 404
+        assert "IAM policy" in error["message"] and "R1" in error["message"]
+
+    body = {"code": "404", "message": "Authorization failed or requested resource not found."}
+    with_gateway(tmp_path, scenario, Answer(status=404, body=body))
+
+
+def test_models_are_answered_locally_without_streaming_the_request(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("GET", "http://gomodel.local/v1/models")
+        flow.request.stream = True
+        await run_request_hooks(gateway, flow)
+
+        assert flow.request.stream is False
+        ids = [m["id"] for m in json.loads(flow.response.content)["data"]]
+        assert ids == ["xai.grok-4", "m.one", "oracle-eu/m.one"]
+        assert oracle.received == []
+
+    with_gateway(tmp_path, scenario)
+
+
+def test_errors_are_answered_locally(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("POST", CHAT, {"model": "x.y", "messages": []})
+        await run_request_hooks(gateway, flow)
+
+        assert flow.response.status_code == 404
+        assert flow.response.headers["content-type"] == "application/json"
+        assert error_of(flow)["code"] == "model_not_found"
+        assert oracle.received == []
+
+    with_gateway(tmp_path, scenario)
+
+
+def test_other_traffic_is_left_alone(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow(
+            "POST",
+            "https://example.com/v1/chat/completions",
+            {"model": "xai.grok-4"},
+            authorization="Bearer own",
+        )
+        flow.request.stream = True
+        await run_request_hooks(gateway, flow)
+
+        assert flow.response is None and flow.request.stream is True
+        assert flow.request.url == "https://example.com/v1/chat/completions"
+        assert flow.request.headers["authorization"] == "Bearer own"
+
+    with_gateway(tmp_path, scenario)
 
 
 def test_an_internal_error_fails_closed_with_a_502(
-    gomodel: GoModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken_route(*args: object) -> None:
         raise RuntimeError("routing exploded")
 
     monkeypatch.setattr(addon_module, "route", broken_route)
-    flow = gateway_flow(
-        "POST",
-        "http://gomodel.local/v1/chat/completions",
-        {"model": "xai.grok-4"},
-        authorization="Bearer client",
-    )
-    with caplog.at_level(logging.ERROR):
-        run_request_hooks(gomodel, flow)
 
-    assert flow.response.status_code == 502
-    assert error_of(flow)["type"] == "gateway_error"
-    assert flow.request.host == "gomodel.local"  # never rewritten toward Oracle
-    assert ORACLE_KEY not in str(flow.request.headers)
-    assert "routing exploded" in caplog.text
-    assert flow.marked
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("POST", CHAT, {"model": "xai.grok-4"}, authorization="Bearer client")
+        with caplog.at_level(logging.ERROR):
+            await run_request_hooks(gateway, flow)
 
+        assert flow.response.status_code == 502
+        assert error_of(flow)["type"] == "gateway_error"
+        assert flow.request.host == "gomodel.local"  # never pointed anywhere
+        assert oracle.received == []
+        assert "routing exploded" in caplog.text
+        assert flow.marked
 
-def test_the_key_is_redacted_once_response_headers_arrive(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
-    )
-    run_request_hooks(gomodel, flow)
-    assert flow.request.headers["authorization"] == f"Bearer {ORACLE_KEY}"
-
-    flow.response = http.Response.make(
-        200, b"", {"content-type": "text/event-stream", "opc-request-id": "R9"}
-    )
-    gomodel.responseheaders(flow)
-
-    assert flow.request.headers["authorization"] == REDACTED
-    assert callable(flow.response.stream)
-    chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
-    assert flow.response.stream(chunk) == chunk  # bytes pass unchanged
-    assert flow.response.stream(b"") == b""
-    assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=2 out=5")
+    with_gateway(tmp_path, scenario)
 
 
-def test_the_key_is_redacted_when_the_upstream_connection_fails(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
-    )
-    run_request_hooks(gomodel, flow)
-    flow.error = tflow.terr("connection refused")
-    gomodel.error(flow)
-    assert flow.request.headers["authorization"] == REDACTED
-
-
-def test_oracle_errors_are_reshaped_in_the_response_hook(gomodel: GoModel) -> None:
-    flow = gateway_flow(
-        "POST", "http://gomodel.local/v1/chat/completions", {"model": "xai.grok-4", "messages": []}
-    )
-    run_request_hooks(gomodel, flow)
-    flow.response = http.Response.make(
-        404,
-        b'{"code":"404","message":"Authorization failed or requested resource not found."}',
-        {"content-type": "application/json", "opc-request-id": "R404"},
-    )
-    gomodel.responseheaders(flow)
-    gomodel.response(flow)
-
-    error = error_of(flow)
-    assert flow.response.status_code == 404
-    assert "IAM policy" in error["message"] and "R404" in error["message"]
-
-
-def test_an_unreachable_provider_is_a_json_502(gomodel: GoModel, tmp_path: Path) -> None:
+def test_an_unreachable_provider_is_a_json_502(tmp_path: Path) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    config = tmp_path / "down.yaml"
-    config.write_text(
-        f"providers:\n  down:\n    base_url: https://127.0.0.1:{port}/v1\n    api_key: k\n"
-        "    models: [m.x]\n    models_mode: allowlist\n"
-    )
-    with taddons.context(gomodel) as tctx:
-        tctx.configure(gomodel, gomodel_config=str(config))
-        flow = gateway_flow(
-            "POST", "http://gomodel.local/v1/chat/completions", {"model": "m.x", "messages": []}
-        )
-        run_request_hooks(gomodel, flow)
 
-    assert flow.response.status_code == 502
-    assert error_of(flow)["code"] == "upstream_unreachable"
-    assert f"'down' at 127.0.0.1:{port}" in error_of(flow)["message"]
-    assert flow.request.host == "gomodel.local"
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        config = tmp_path / "down.yaml"
+        config.write_text(
+            f"providers:\n  down:\n    base_url: https://127.0.0.1:{port}/v1\n    api_key: k\n"
+            "    models: [m.x]\n    models_mode: allowlist\nretries:\n  max_retries: 0\n"
+        )
+        with taddons.context(gateway) as tctx:
+            tctx.configure(gateway, gomodel_config=str(config))
+            flow = gateway_flow("POST", CHAT, {"model": "m.x", "messages": []})
+            await run_request_hooks(gateway, flow)
+
+        assert flow.response.status_code == 502
+        assert error_of(flow)["code"] == "upstream_unreachable"
+        assert f"down (127.0.0.1:{port}): connection refused" in error_of(flow)["message"]
+
+    with_gateway(tmp_path, scenario)
 
 
 def test_bad_options_at_startup_log_an_error_and_when_running_are_refused(
-    config_file: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    config = write_config(tmp_path, "https://h.example/v1")
     gateway = GoModel()
     with taddons.context(gateway) as tctx:
         with caplog.at_level(logging.ERROR):
-            tctx.configure(gateway, gomodel_config=str(config_file.with_name("missing.yaml")))
+            tctx.configure(gateway, gomodel_config=str(tmp_path / "missing.yaml"))
         assert "missing.yaml does not exist" in caplog.text
         assert gateway.inventory.providers == ()  # nothing served from a config in error
 
-        tctx.configure(gateway, gomodel_config=str(config_file))
+        tctx.configure(gateway, gomodel_config=str(config))
         gateway.is_running = True
         with pytest.raises(exceptions.OptionsError, match="gomodel_hosts"):
             tctx.configure(gateway, gomodel_hosts="not a host")
         assert [p.name for p in gateway.inventory.providers] == ["oracle", "oracle-eu"]
 
 
-def test_reconfiguring_rebuilds_state_from_scratch(gomodel: GoModel, tmp_path: Path) -> None:
-    gomodel.on_discovered("oracle", ("stale.model",))
+def test_reconfiguring_rebuilds_state_from_scratch(tmp_path: Path) -> None:
+    gateway = GoModel()
     other = tmp_path / "other.yaml"
     other.write_text("providers: {}\n")
-    with taddons.context(gomodel) as tctx:
-        tctx.configure(gomodel, gomodel_config=str(other), gomodel_hosts="api.openai.com")
-    assert gomodel.inventory.providers == () and gomodel.discovered == {}
-    assert gomodel.hosts == ("api.openai.com",)
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, gomodel_config=str(write_config(tmp_path, "https://h/v1")))
+        gateway.on_discovered("oracle", ("stale.model",))
+        tctx.configure(gateway, gomodel_config=str(other), gomodel_hosts="api.openai.com")
+    assert gateway.inventory.providers == () and gateway.discovered == {}
+    assert gateway.hosts == ("api.openai.com",) and gateway.breakers == {}
 
 
 @pytest.mark.parametrize(

@@ -470,7 +470,10 @@ def test_unreachable_oracle_is_a_502_naming_provider_and_host(env_gateway) -> No
 
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "upstream_unreachable"
-    assert f"'oracle-eu' at 127.0.0.1:{closed_port}" in caught.value.body["message"]
+    assert (
+        f"oracle-eu (127.0.0.1:{closed_port}): connection refused (x3)"
+        in caught.value.body["message"]
+    )
     assert "sk-eu" not in gateway.log()
 
 

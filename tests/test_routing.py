@@ -95,19 +95,20 @@ def test_bad_bodies_are_400_with_what_is_wrong(body: bytes, code: str, param) ->
 
 
 @pytest.mark.parametrize(
-    ("model", "provider", "upstream_model"),
+    ("model", "providers", "upstream_model"),
     [
-        ("m.a", "oracle", "m.a"),
-        ("m.shared", "oracle", "m.shared"),  # the first provider serving it
-        ("m.eu", "oracle-eu", "m.eu"),
-        ("oracle-eu/m.shared", "oracle-eu", "m.shared"),  # pinned
-        ("oracle/m.shared", "oracle", "m.shared"),
-        ("oracle-eu/m.eu", "oracle-eu", "m.eu"),
+        ("m.a", ["oracle"], "m.a"),
+        ("m.shared", ["oracle", "oracle-eu"], "m.shared"),  # preferred first, then failover
+        ("m.eu", ["oracle-eu"], "m.eu"),
+        ("oracle-eu/m.shared", ["oracle-eu"], "m.shared"),  # pinned: that provider only
+        ("oracle/m.shared", ["oracle"], "m.shared"),
+        ("oracle-eu/m.eu", ["oracle-eu"], "m.eu"),
     ],
 )
-def test_models_route_to_their_provider(model: str, provider: str, upstream_model: str) -> None:
-    target = resolve_model(INVENTORY, model)
-    assert (target.provider.name, target.upstream_model) == (provider, upstream_model)
+def test_models_route_to_their_providers(model: str, providers, upstream_model: str) -> None:
+    candidates = resolve_model(INVENTORY, model)
+    assert [t.provider.name for t in candidates] == providers
+    assert {t.upstream_model for t in candidates} == {upstream_model}
 
 
 @pytest.mark.parametrize(
@@ -179,11 +180,13 @@ def test_model_detail_and_health() -> None:
     with pytest.raises(GatewayError) as caught:
         local.model_detail(INVENTORY, "m.none")
     assert caught.value.status == 404
-    health = local.health(INVENTORY, ("gomodel.local",))
+    circuit = {"state": "open", "consecutive_failures": 3, "retry_in_seconds": 12}
+    health = local.health(INVENTORY, ("gomodel.local",), {"oracle-eu": circuit})
     assert health["providers"][1] == {
         "name": "oracle-eu",
         "host": "eu.example",
         "models": 2,
         "models_mode": "fallback",
+        "circuit": circuit,
     }
     assert "k-us" not in json.dumps(health)

@@ -196,7 +196,7 @@ def test_listening_beyond_loopback_without_a_master_key_warns(
             )
             with caplog.at_level(logging.WARNING):
                 gateway.running()
-            gateway.done()
+            await gateway.done()
 
     asyncio.run(start())
     assert "listening on 0.0.0.0 without a master key" in caplog.text

@@ -150,7 +150,7 @@ def exercise(base_url: str, chicago: Simulator) -> list[str]:
         lambda: api.responses.with_raw_response.create(model="xai.grok-4", input="hi", stream=True)
     )
     record(lambda: chat.create(model="cohere.command-r", messages=HELLO))  # Oracle's 404
-    chicago.configure(fail=[503])
+    chicago.configure(fail=[503, 503, 503])  # more than the gateway's retries
     record(lambda: chat.create(model="xai.grok-4", messages=HELLO))  # Oracle's 503
     record(lambda: chat.create(model="tls.model", messages=HELLO))  # TLS failure
     record(lambda: chat.create(model="down.model", messages=HELLO))  # connection refused

@@ -1,12 +1,16 @@
 """The mitmproxy addon: thin hooks that call the pure modules beside it.
 
 Life of a gateway request:
-- requestheaders: is it for the gateway (a gomodel_hosts name, or the proxy's own port)? Then
-  its body is buffered, so that routing sees it and nothing streams to the original host.
-- request: answer locally (/v1/models, /health, every error) or rewrite URL, body and key.
-  The key goes in here, as late as possible; `responseheaders` and `error` take it out again so
-  mitmweb, saved flows and logs never show it.
-- responseheaders: SSE passes through chunk by chunk; `response`: Oracle's errors are reshaped.
+- requestheaders: is it for the gateway (a gomodel_hosts name, or the proxy's own port)? Then its
+  body is buffered (routing needs it; nothing may stream to the original host), and what the
+  headers already condemn is answered: unknown path, wrong method, missing master key, a body
+  too large or compressed.
+- request: answer locally (/v1/models, /health, every error), or route the call. A plain call is
+  sent by the `Transport` (retries, failover, timeouts) and its answer set as the response; a
+  streamed call is handed to the `StreamRelay`, and the flow is pointed at it so mitmproxy
+  streams the answer through. The Oracle key is set on the gateway's own requests only; it never
+  sits on a mitmproxy flow, so mitmweb, saved flows and logs cannot show it.
+- responseheaders: streams pass through chunk by chunk, watched for usage on the side.
 Every hook fails closed: an exception answers the client with a 502 and sends nothing upstream.
 """
 
@@ -25,13 +29,15 @@ from typing import Any
 import certifi
 from mitmproxy import ctx, exceptions, http
 
-from . import local, safejson, upstream
+from . import local, safejson
 from .auth import check_client_key
 from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
 from .discovery import Discovery, fetch_models
-from .errors import JSON_HEADERS, GatewayError, error_body, from_oracle
+from .errors import JSON_HEADERS, GatewayError, error_body
 from .hosts import is_gateway_request, is_loopback, parse_hosts
 from .inventory import build_inventory
+from .relay import StreamJob, StreamRelay
+from .resilience import CircuitBreaker, breakers_for
 from .routing import (
     UPSTREAM_ENDPOINTS,
     Endpoint,
@@ -43,6 +49,8 @@ from .routing import (
     route,
 )
 from .sse import StreamSummary, usage_tokens
+from .transport import Reply, Transport
+from .upstream import CLIENT_CREDENTIAL_HEADERS, upstream_url
 from .watch import watch_file
 
 logger = logging.getLogger("gomodel")
@@ -53,8 +61,7 @@ DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 UPSTREAM_TLS_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 )
-REACHABLE_FOR_SECONDS = 30.0
-CONNECT_CHECK_TIMEOUT_SECONDS = 5.0
+REDACTED = "[redacted by gomodel]"
 
 
 @dataclass
@@ -64,10 +71,15 @@ class Exchange:
     started: float
     request: Request | None = None
     route: Route | None = None
+    reply: Reply | None = None  # a plain call's answer
+    job: StreamJob | None = None  # a streamed call, answered through the relay
     stream: StreamSummary | None = None
-    request_id: str | None = None
     tokens: tuple[int | None, int | None] = (None, None)
     logged: bool = False
+
+    @property
+    def final_reply(self) -> Reply | None:
+        return self.job.reply if self.job else self.reply
 
 
 def answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
@@ -75,10 +87,6 @@ def answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
         error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)}
     )
     flow.comment = f"gomodel error {error.status} {error.code}"
-
-
-def json_response(status: int, body: bytes) -> http.Response:
-    return http.Response.make(status, body, JSON_HEADERS)
 
 
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
@@ -89,7 +97,7 @@ def fail_closed(hook: Hook) -> Hook:
 
     def contain(self: "GoModel", flow: http.HTTPFlow, error: Exception) -> None:
         logger.error("gomodel: internal error in %s hook", hook.__name__, exc_info=error)
-        flow.response = json_response(
+        flow.response = http.Response.make(
             502,
             error_body(
                 502,
@@ -98,11 +106,11 @@ def fail_closed(hook: Hook) -> Hook:
                 code="gateway_error",
                 error_type="gateway_error",
             ),
+            JSON_HEADERS,
         )
         flow.comment = "gomodel gateway_error"
         flow.marked = ":red_circle:"
         self.exchanges.pop(flow, None)  # later hooks leave this flow alone
-        upstream.redact_key(flow.request.headers)
 
     if asyncio.iscoroutinefunction(hook):
 
@@ -156,9 +164,11 @@ class GoModel:
         self.settings = Settings((), GatewayConfig(()), DEFAULT_CONFIG, DEFAULT_MAX_BODY_SIZE)
         self.discovered: dict[str, tuple[str, ...]] = {}
         self.inventory = build_inventory((), {}, int(time.time()))
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.transport = Transport(self.upstream_ssl_context)
+        self.relay = StreamRelay()
         self.discovery: Discovery | None = None
         self.config_watch: asyncio.Task[None] | None = None
-        self.reachable_until: dict[tuple[str, int], float] = {}
         self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
             weakref.WeakKeyDictionary()
         )
@@ -230,7 +240,9 @@ class GoModel:
         path_changed = settings.config_path != self.settings.config_path
         self.stop_discovery()
         self.settings, self.discovered = settings, {}
-        self.reachable_until = {}
+        names = tuple(p.name for p in settings.config.providers)
+        self.breakers = breakers_for(names, settings.config.failover, self.breakers)
+        self.transport.configure(settings.config.retries, settings.config.failover, self.breakers)
         self.rebuild_inventory()
         self.log_configuration()
         if self.is_running:
@@ -304,12 +316,14 @@ class GoModel:
         self.start_discovery()
         self.start_config_watch()
 
-    def done(self) -> None:
+    async def done(self) -> None:
         self.stop_discovery()
         if self.config_watch:
             self.config_watch.cancel()
             self.config_watch = None
         self.is_running = False
+        await self.relay.stop()
+        await self.transport.close()
 
     def start_discovery(self) -> None:
         self.discovery = Discovery(self.config.providers, self.fetch_models, self.on_discovered)
@@ -373,68 +387,58 @@ class GoModel:
         request, inventory = exchange.request, self.inventory
         try:
             if request.endpoint not in UPSTREAM_ENDPOINTS:
-                body = local.answer(inventory, request, self.hosts)
-                flow.response = json_response(200, body)
+                body = local.answer(inventory, request, self.hosts, self.breaker_states())
+                flow.response = http.Response.make(200, body, JSON_HEADERS)
                 flow.comment = f"gomodel local {request.endpoint.value}"
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), self.settings.max_body_size)
             planned = route(inventory, request, content)
-            await self.check_reachable(planned)
         except GatewayError as e:
             answer_error(flow, e)
             return
         exchange.route = planned
-        provider = planned.target.provider
+        client_headers = list(flow.request.headers.items(multi=True))
+        for name in CLIENT_CREDENTIAL_HEADERS:  # checked already; not for mitmweb or flow files
+            if name in flow.request.headers:
+                flow.request.headers[name] = REDACTED
         flow.metadata["gomodel"] = {
-            "provider": provider.name,
-            "upstream_model": planned.target.upstream_model,
             "requested_model": planned.requested_model,
+            "upstream_model": planned.target.upstream_model,
+            "candidates": [t.provider.name for t in planned.candidates],
             "endpoint": planned.endpoint.value,
             "stream": planned.stream,
         }
-        flow.request.scheme = "https"
-        flow.request.host, flow.request.port = upstream.upstream_address(provider)
-        flow.request.path = upstream.upstream_path(planned)
-        if planned.body is not content:
-            flow.request.content = planned.body
-        upstream.inject_key(flow.request.headers, provider)
-
-    async def check_reachable(self, planned: Route) -> None:
-        """Answer 502 in OpenAI's shape when Oracle's host cannot be reached at all.
-
-        mitmproxy answers a failed upstream connection with its own HTML page, which no hook can
-        replace; a quick connect (remembered for a while after it succeeds) catches DNS errors
-        and refused connections first.
-        """
-        provider = planned.target.provider
-        address = upstream.upstream_address(provider)
-        if self.reachable_until.get(address, 0.0) > time.monotonic():
+        if planned.stream:
+            await self.relay.start()
+            exchange.job = StreamJob(planned, client_headers, self.transport)
+            flow.request.scheme, flow.request.host = "http", "127.0.0.1"
+            flow.request.port = self.relay.port
+            flow.request.path = self.relay.register(exchange.job)
             return
         try:
-            async with asyncio.timeout(CONNECT_CHECK_TIMEOUT_SECONDS):
-                _, writer = await asyncio.open_connection(*address)
-            writer.close()
-        except (OSError, TimeoutError) as e:
-            reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
-            raise GatewayError(
-                502,
-                f"Cannot reach Oracle provider {provider.name!r} at {address[0]}:{address[1]}: "
-                f"{reason}.",
-                code="upstream_unreachable",
-                type="api_error",
-            ) from e
-        self.reachable_until[address] = time.monotonic() + REACHABLE_FOR_SECONDS
+            reply = exchange.reply = await self.transport.send(planned, client_headers)
+        except GatewayError as e:
+            answer_error(flow, e)
+            return
+        # Shown in mitmweb and flow files as the call it was; the response being set, mitmproxy
+        # itself connects nowhere.
+        flow.request.url = upstream_url(reply.target.provider, planned.endpoint.value, "")
+        headers = http.Headers(
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        )
+        flow.response = http.Response.make(reply.status, reply.body, headers)
+        if 200 <= reply.status < 300:
+            exchange.tokens = json_usage(reply.body)
+        self.log_exchange(flow)
 
     # -- responses -----------------------------------------------------------------------------
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.route is None or flow.response is None:
+        if exchange is None or exchange.job is None or flow.response is None:
             return
-        upstream.redact_key(flow.request.headers)
-        exchange.request_id = flow.response.headers.get("opc-request-id")
         content_type = flow.response.headers.get("content-type", "")
         if 200 <= flow.response.status_code < 300 and content_type.startswith("text/event-stream"):
             summary = exchange.stream = StreamSummary()
@@ -458,41 +462,26 @@ class GoModel:
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.route is None or flow.response is None:
+        if exchange is None or exchange.job is None or flow.response is None:
             return
-        upstream.redact_key(flow.request.headers)
-        if flow.response.stream:
-            return  # logged when the stream ended
-        provider = exchange.route.target.provider
-        if flow.response.status_code >= 400:
-            flow.response.content = from_oracle(
-                flow.response.status_code,
-                flow.response.content or b"",
-                provider.name,
-                provider.host,
-                exchange.request_id,
-            )
-            flow.response.headers["content-type"] = "application/json"
-        else:
-            exchange.tokens = json_usage(flow.response.content or b"")
-        self.log_exchange(flow)
+        if not flow.response.stream:  # a streamed call that Oracle answered with an error
+            self.log_exchange(flow)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
         if exchange is None or exchange.route is None:
             return
-        upstream.redact_key(flow.request.headers)
-        provider = exchange.route.target.provider
-        self.reachable_until.pop(upstream.upstream_address(provider), None)
         logger.warning(
-            "gomodel: %s %s to provider %s (%s) failed: %s",
+            "gomodel: %s %s ended early: %s",
             exchange.route.endpoint.value,
-            exchange.route.target.upstream_model,
-            provider.name,
-            provider.host,
+            exchange.route.requested_model,
             flow.error.msg if flow.error else "unknown error",
         )
+
+    def breaker_states(self) -> dict[str, dict[str, object]]:
+        now = time.monotonic()
+        return {name: breaker.snapshot(now) for name, breaker in self.breakers.items()}
 
     def log_exchange(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
@@ -501,21 +490,31 @@ class GoModel:
         exchange.logged = True
         if exchange.stream:
             exchange.tokens = exchange.stream.tokens()
+        reply = exchange.final_reply
+        target = reply.target if reply else exchange.route.target
         status = flow.response.status_code if flow.response else 0
         tokens_in, tokens_out = exchange.tokens
         seconds = time.monotonic() - exchange.started
-        target = exchange.route.target
         summary = (
             f"gomodel {target.provider.name} {target.upstream_model} {status} "
             f"in={_count(tokens_in)} out={_count(tokens_out)} {seconds:.2f}s"
         )
+        attempts = reply.attempts if reply else []
+        detail = ""
+        if len(attempts) > 1:
+            detail = " attempts: " + ", ".join(f"{a.provider} {a.outcome}" for a in attempts)
+        if exchange.job and exchange.job.broken:
+            detail += f" stream broken: {exchange.job.broken}"
+            flow.marked = ":warning:"
         flow.comment = summary
+        flow.metadata["gomodel"]["provider"] = target.provider.name
         logger.info(
-            "%s %s%s opc-request-id=%s",
+            "%s %s%s opc-request-id=%s%s",
             summary,
             exchange.route.endpoint.value,
             " stream" if exchange.stream else "",
-            exchange.request_id or "-",
+            (reply.request_id if reply else None) or "-",
+            detail,
         )
 
 

@@ -5,6 +5,7 @@ mitmproxy, so every rule (precedence, expansion, validation) is testable as a ta
 """
 
 import contextlib
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .resilience import FailoverPolicy, RetryPolicy, Timeouts
+
 ModelsMode = Literal["fallback", "allowlist"]
 MODELS_MODES: tuple[ModelsMode, ...] = ("fallback", "allowlist")
 DEFAULT_MODELS_MODE: ModelsMode = "fallback"
@@ -23,9 +26,19 @@ PROVIDER_TYPES = ("oracle",)
 DEFAULT_PROVIDER = "oracle"
 
 PROVIDER_KEYS = frozenset(
-    {"type", "base_url", "api_key", "models", "models_mode", "models_refresh_seconds"}
+    {"type", "base_url", "api_key", "models", "models_mode", "models_refresh_seconds", "timeouts"}
 )
-TOP_LEVEL_KEYS = frozenset({"providers", "models_mode", "models_refresh_seconds", "server"})
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "providers",
+        "models_mode",
+        "models_refresh_seconds",
+        "server",
+        "timeouts",
+        "retries",
+        "failover",
+    }
+)
 SERVER_KEYS = frozenset({"master_keys"})
 MASTER_KEY_ENV = "GOMODEL_MASTER_KEY"
 SIZE_UNITS = {
@@ -64,10 +77,16 @@ class Provider:
     models: tuple[str, ...]
     models_mode: ModelsMode = DEFAULT_MODELS_MODE
     models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @property
     def host(self) -> str:
         return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages about connections."""
+        return f"{self.host}:{urlsplit(self.base_url).port or 443}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class GatewayConfig:
     source: str | None = None
     # Keys clients must present to use the gateway; empty means open.
     master_keys: tuple[str, ...] = field(default=(), repr=False)
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    failover: FailoverPolicy = field(default_factory=FailoverPolicy)
 
 
 @dataclass
@@ -248,6 +269,7 @@ def _build_provider(
         models = parse_model_list(models_field.value, models_field.origin)
     mode_field = fields.get("models_mode")
     refresh_field = fields.get("models_refresh_seconds")
+    timeouts_field = fields.get("timeouts")
     return Provider(
         name=name,
         base_url=base_url,
@@ -263,7 +285,47 @@ def _build_provider(
             if refresh_field
             else defaults["models_refresh_seconds"]
         ),
+        timeouts=(
+            parse_policy(timeouts_field.value, timeouts_field.origin, defaults["timeouts"])
+            if timeouts_field
+            else defaults["timeouts"]
+        ),
     )
+
+
+Policy = Timeouts | RetryPolicy | FailoverPolicy
+
+
+def parse_policy[P: Policy](raw: Any, origin: str, base: P) -> P:
+    """A policy block (timeouts, retries, failover): known keys only, each of the right type;
+    keys not given keep `base`'s values."""
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: must be a mapping")
+    known = [f.name for f in dataclasses.fields(base)]
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{origin}.{key}: unknown key; expected one of {', '.join(known)}")
+        values[key] = _policy_value(value, type(getattr(base, key)), f"{origin}.{key}")
+    return dataclasses.replace(base, **values)
+
+
+def _policy_value(value: Any, kind: type, origin: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{origin}: must be true or false")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{origin}: must be a number")
+    if kind is int:
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{origin}: must be a whole number, 0 or more")
+        return value
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{origin}: must be a positive number of seconds")
+    return float(value)
 
 
 def _describe_missing(name: str, key: str, raw: _Field | None) -> str:
@@ -301,6 +363,7 @@ def load_config(
                 + ", ".join(sorted(TOP_LEVEL_KEYS))
             )
     defaults = {
+        "timeouts": parse_policy(document.get("timeouts"), f"{where}: timeouts", Timeouts()),
         "models_mode": _models_mode(
             document.get("models_mode", DEFAULT_MODELS_MODE), f"{where}: models_mode"
         ),
@@ -334,8 +397,14 @@ def load_config(
         for name, fields in blocks.items()
         if (provider := _build_provider(name, fields, defaults, warnings)) is not None
     ]
-    master_keys = _master_keys(document.get("server"), where, env)
-    return GatewayConfig(tuple(providers), tuple(warnings), source, master_keys)
+    return GatewayConfig(
+        tuple(providers),
+        tuple(warnings),
+        source,
+        master_keys=_master_keys(document.get("server"), where, env),
+        retries=parse_policy(document.get("retries"), f"{where}: retries", RetryPolicy()),
+        failover=parse_policy(document.get("failover"), f"{where}: failover", FailoverPolicy()),
+    )
 
 
 def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, ...]:

@@ -38,20 +38,23 @@ class Inventory:
     models: Mapping[str, tuple[str, ...]]
     created: int
     listing: tuple[ListedModel, ...] = field(init=False)
-    targets: Mapping[str, Target] = field(init=False)
+    # Model id as a client sends it -> the providers to try, in order: every provider serving a
+    # bare id (the first is preferred, the others are failover), or the one a pinned id names.
+    targets: Mapping[str, tuple[Target, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         listing: list[ListedModel] = []
-        targets: dict[str, Target] = {}
+        targets: dict[str, tuple[Target, ...]] = {}
         for provider in self.providers:
             for model in self.models.get(provider.name, ()):
+                target = Target(provider, model)
                 pinned = f"{provider.name}/{model}"
-                targets[pinned] = Target(provider, model)
+                targets[pinned] = (target,)
                 if model not in targets:
-                    targets[model] = Target(provider, model)
                     listing.append(ListedModel(model, provider.name, self.created))
                 else:
                     listing.append(ListedModel(pinned, provider.name, self.created))
+                targets[model] = (*targets.get(model, ()), target)
         object.__setattr__(self, "listing", tuple(listing))
         object.__setattr__(self, "targets", targets)
 
@@ -59,8 +62,8 @@ class Inventory:
     def model_count(self) -> int:
         return sum(len(models) for models in self.models.values())
 
-    def find(self, model: str) -> Target | None:
-        return self.targets.get(model)
+    def find(self, model: str) -> tuple[Target, ...]:
+        return self.targets.get(model, ())
 
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)

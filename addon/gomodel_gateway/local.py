@@ -1,6 +1,7 @@
 """Endpoints the gateway answers itself: GET /v1/models, GET /v1/models/{id}, GET /health."""
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import GatewayError
@@ -28,7 +29,10 @@ def model_detail(inventory: Inventory, model_id: str) -> dict[str, Any]:
     )
 
 
-def health(inventory: Inventory, hosts: tuple[str, ...]) -> dict[str, Any]:
+def health(
+    inventory: Inventory, hosts: tuple[str, ...], circuits: Mapping[str, Mapping[str, object]]
+) -> dict[str, Any]:
+    """Status, served hostnames, and per provider: host, model count, circuit breaker state."""
     return {
         "status": "ok",
         "hosts": list(hosts),
@@ -38,6 +42,7 @@ def health(inventory: Inventory, hosts: tuple[str, ...]) -> dict[str, Any]:
                 "host": provider.host,
                 "models": len(inventory.models.get(provider.name, ())),
                 "models_mode": provider.models_mode,
+                "circuit": dict(circuits.get(provider.name, {})),
             }
             for provider in inventory.providers
         ],
@@ -45,14 +50,19 @@ def health(inventory: Inventory, hosts: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def answer(inventory: Inventory, request: Request, hosts: tuple[str, ...]) -> bytes:
+def answer(
+    inventory: Inventory,
+    request: Request,
+    hosts: tuple[str, ...],
+    circuits: Mapping[str, Mapping[str, object]],
+) -> bytes:
     """The JSON body for a locally answered endpoint."""
     if request.endpoint is Endpoint.MODELS:
         document = models_list(inventory)
     elif request.endpoint is Endpoint.MODEL:
         document = model_detail(inventory, request.model or "")
     elif request.endpoint is Endpoint.HEALTH:
-        document = health(inventory, hosts)
+        document = health(inventory, hosts, circuits)
     else:
         raise ValueError(f"{request.endpoint} is not answered locally")
     return json.dumps(document).encode()

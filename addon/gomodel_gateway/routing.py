@@ -53,11 +53,15 @@ class Request:
 @dataclass(frozen=True)
 class Route:
     endpoint: Endpoint
-    target: Target
+    candidates: tuple[Target, ...]  # the preferred provider first, then failover ones
     requested_model: str
     stream: bool
     body: bytes  # what goes upstream: the client's bytes unless the model id was rewritten
     query: str = ""
+
+    @property
+    def target(self) -> Target:
+        return self.candidates[0]
 
 
 def classify(method: str, path: str) -> Request:
@@ -148,10 +152,10 @@ def _stream_flag(document: dict[str, Any]) -> bool:
     return stream
 
 
-def resolve_model(inventory: Inventory, model: str) -> Target:
-    """The provider for a model id; bare ids go to the first provider serving them."""
-    if target := inventory.find(model):
-        return target
+def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
+    """The providers for a model id, preferred first; a pinned id names exactly one."""
+    if candidates := inventory.find(model):
+        return candidates
     if not inventory.providers:
         raise GatewayError(
             404,
@@ -241,8 +245,9 @@ def route(inventory: Inventory, request: Request, body: bytes) -> Route:
     model = _requested_model(document)
     stream = _stream_flag(document)
     _check_inputs(request.endpoint, document)
-    target = resolve_model(inventory, model)
-    if target.upstream_model != model:
-        document["model"] = target.upstream_model
+    candidates = resolve_model(inventory, model)
+    upstream_model = candidates[0].upstream_model  # the same bare id for every candidate
+    if upstream_model != model:
+        document["model"] = upstream_model
         body = json.dumps(document, ensure_ascii=False).encode()
-    return Route(request.endpoint, target, model, stream, body, request.query)
+    return Route(request.endpoint, candidates, model, stream, body, request.query)

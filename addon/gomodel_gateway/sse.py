@@ -4,6 +4,7 @@
 streams for what the access log reports (events seen, the [DONE] marker, the final usage).
 """
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,3 +119,13 @@ def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
         prompt if isinstance(prompt, int) else None,
         completion if isinstance(completion, int) else None,
     )
+
+
+def error_event(message: str, code: str, *, responses_api: bool) -> bytes:
+    """The event that ends a broken stream visibly: OpenAI's in-stream error shapes, which the
+    openai SDK raises (chat) or yields as an `error` event (responses)."""
+    if responses_api:
+        payload = {"type": "error", "code": code, "message": message, "param": None}
+        return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
+    error = {"message": message, "type": "api_error", "param": None, "code": code}
+    return f"data: {json.dumps({'error': error})}\n\n".encode()

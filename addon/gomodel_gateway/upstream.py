@@ -1,43 +1,48 @@
-"""The upstream rewrite: Oracle's URL for a route, and the one place the provider key is set.
+"""What goes to Oracle: the URL for a target, and the headers, including the one place the
+provider key is set. Pure: headers are plain (name, value) pairs."""
 
-Headers are handled through `MutableMapping`, which mitmproxy's case-insensitive `Headers`
-implements, so these functions stay free of mitmproxy.
-"""
-
-from collections.abc import MutableMapping
-from urllib.parse import urlsplit
+from collections.abc import Iterable
 
 from .config import Provider
-from .routing import Route
 
 # Credentials a client may send to the gateway; none of them may reach Oracle.
-CLIENT_CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key")
-REDACTED = "Bearer [redacted by gomodel]"
+CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The HTTP client sets these itself (and decodes compressed answers before they are passed on).
+NOT_FORWARDED = (
+    HOP_BY_HOP | CLIENT_CREDENTIAL_HEADERS | {"host", "content-length", "accept-encoding"}
+)
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding"}
 
 
-def upstream_address(provider: Provider) -> tuple[str, int]:
-    parts = urlsplit(provider.base_url)
-    return parts.hostname or "", parts.port or 443
+def upstream_url(provider: Provider, endpoint: str, query: str) -> str:
+    """{base_url}/chat/completions or {base_url}/responses, with the client's query string."""
+    url = f"{provider.base_url}/{endpoint}"
+    return f"{url}?{query}" if query else url
 
 
-def upstream_path(route: Route) -> str:
-    """The base URL's path + /chat/completions or /responses, with the client's query string.
-
-    Kept apart from the host: the query is the client's and may hold any bytes, which a whole-URL
-    parse would refuse.
-    """
-    path = f"{urlsplit(route.target.provider.base_url).path}/{route.endpoint.value}"
-    return f"{path}?{route.query}" if route.query else path
-
-
-def inject_key(headers: MutableMapping[str, str], provider: Provider) -> None:
-    """Drop the client's credentials and authenticate as the provider."""
-    for name in CLIENT_CREDENTIAL_HEADERS:
-        headers.pop(name, None)
-    headers["authorization"] = f"Bearer {provider.api_key}"
+def outgoing_headers(
+    client_headers: Iterable[tuple[str, str]], provider: Provider
+) -> list[tuple[str, str]]:
+    """The client's headers minus its credentials and hop-by-hop ones, authenticated as the
+    provider. This is where the Oracle key is set, and the only place."""
+    headers = [(k, v) for k, v in client_headers if k.lower() not in NOT_FORWARDED]
+    headers.append(("authorization", f"Bearer {provider.api_key}"))
+    return headers
 
 
-def redact_key(headers: MutableMapping[str, str]) -> None:
-    """Hide the provider key from everything that looks at the flow after it was sent."""
-    if "authorization" in headers:
-        headers["authorization"] = REDACTED
+def returned_headers(upstream_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Oracle's response headers as the client may see them (opc-request-id included)."""
+    return [(k, v) for k, v in upstream_headers if k.lower() not in NOT_RETURNED]

@@ -1,0 +1,341 @@
+"""Calls to Oracle with the gateway's own HTTP client: retries, failover, timeouts, breakers.
+
+mitmproxy answers a failed upstream connection with an HTML page that no hook can replace, and
+cannot retry a request or fail it over to another host. So the gateway sends model calls itself
+(aiohttp), and every outcome becomes either Oracle's answer or an OpenAI-style error naming the
+provider and host.
+
+A call goes in rounds over its candidate providers (the preferred one first; one only when
+pinned or when failover is off). A round tries each provider whose circuit is not open. A 2xx or
+a 4xx other than 429 ends the call. 429, 502, 503, 504, connection failures and dropped
+connections move on to the next provider, and after a round with no answer the next round waits
+(Retry-After when Oracle gave one, exponential backoff with jitter otherwise), up to
+`max_retries` more rounds. A provider that timed out waiting for headers is not asked again in
+this call: the request may still be running there.
+"""
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from .errors import GatewayError, from_oracle
+from .inventory import Target
+from .resilience import (
+    RETRYABLE_STATUSES,
+    CircuitBreaker,
+    FailoverPolicy,
+    RetryPolicy,
+    backoff_delay,
+    parse_retry_after,
+)
+from .routing import Route
+from .upstream import outgoing_headers, returned_headers, upstream_url
+
+logger = logging.getLogger("gomodel")
+
+READ_SIZE = 64 * 1024
+
+
+@dataclass
+class Attempt:
+    provider: str
+    address: str  # host:port
+    outcome: str  # a status code, or what went wrong
+    seconds: float
+
+
+class AttemptFailed(Exception):
+    """An attempt that produced no HTTP answer."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind  # "connect" (nothing was sent), "timeout" or "dropped"
+        self.reason = reason
+
+
+class StreamBroken(Exception):
+    """Oracle's stream ended before it was complete."""
+
+
+async def read_chunk(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
+    """The next piece of a body (b"" at its end), waiting at most `idle_timeout` for it."""
+    try:
+        async with asyncio.timeout(idle_timeout):
+            return await response.content.readany()
+    except TimeoutError as e:
+        raise StreamBroken(f"no data from Oracle for {idle_timeout:g} s (idle timeout)") from e
+    except (aiohttp.ClientError, OSError) as e:
+        raise StreamBroken(f"Oracle's connection dropped ({describe(e)})") from e
+
+
+async def read_body(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
+    parts = []
+    try:
+        while chunk := await read_chunk(response, idle_timeout):
+            parts.append(chunk)
+    finally:
+        response.release()
+    return b"".join(parts)
+
+
+@dataclass
+class UpstreamStream:
+    """A 2xx event stream whose first chunk has arrived; the rest is read as it is passed on."""
+
+    response: aiohttp.ClientResponse
+    idle_timeout: float
+    first_chunk: bytes = b""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.first_chunk:
+            yield self.first_chunk
+        while chunk := await read_chunk(self.response, self.idle_timeout):
+            yield chunk
+
+    def close(self) -> None:
+        self.response.close()
+
+
+@dataclass
+class Reply:
+    """Oracle's answer to a call, after retries and failover."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    target: Target
+    attempts: list[Attempt] = field(default_factory=list)
+    body: bytes = b""  # the whole body, OpenAI-shaped for errors; empty for streams
+    stream: UpstreamStream | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == "opc-request-id"), None)
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate verification failed: {error.certificate_error}"
+    if isinstance(error, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        code = error.os_error.errno
+        return (os.strerror(code) if code else str(error.os_error)).lower()
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    return str(error) or type(error).__name__
+
+
+class Transport:
+    """The gateway's HTTP client to Oracle. One per addon, kept across reloads so that calls in
+    flight finish on the session they started with."""
+
+    def __init__(
+        self,
+        ssl_context: Callable[[], ssl.SSLContext],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.retries = RetryPolicy()
+        self.failover = FailoverPolicy()
+        self.breakers: Mapping[str, CircuitBreaker] = {}
+        self.clock, self.wall_clock, self.jitter = clock, wall_clock, jitter
+        self.session: aiohttp.ClientSession | None = None
+
+    def configure(
+        self, retries: RetryPolicy, failover: FailoverPolicy, breakers: Mapping[str, CircuitBreaker]
+    ) -> None:
+        self.retries, self.failover, self.breakers = retries, failover, breakers
+
+    def client(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            self.session = aiohttp.ClientSession(
+                # No pool limit: concurrency is the clients'; no cookies; no proxy from the
+                # environment (HTTPS_PROXY may point at this very gateway).
+                connector=aiohttp.TCPConnector(limit=0, ssl=False),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+        return self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def send(self, route: Route, client_headers: Sequence[tuple[str, str]]) -> Reply:
+        """Oracle's answer (2xx, 4xx, or the last retryable error), or a GatewayError."""
+        candidates = list(route.candidates if self.failover.enabled else route.candidates[:1])
+        attempts: list[Attempt] = []
+        last_reply: Reply | None = None
+        retry_after: float | None = None
+        for round_number in range(self.retries.max_retries + 1):
+            if round_number:
+                delay = backoff_delay(self.retries, round_number, retry_after, self.jitter)
+                if delay is None:  # Oracle asked for a longer wait than we are willing to make
+                    break
+                await asyncio.sleep(delay)
+            retry_after, tried = None, False
+            for target in list(candidates):
+                breaker = self.breakers.get(target.provider.name)
+                if breaker is not None and not breaker.allow(self.clock()):
+                    continue
+                tried = True
+                try:
+                    reply = await self._attempt(target, route, client_headers, attempts)
+                except AttemptFailed as failure:
+                    if breaker:
+                        breaker.record_failure(self.clock())
+                    if failure.kind == "timeout":
+                        candidates.remove(target)
+                    continue
+                except BaseException:
+                    if breaker:
+                        breaker.release_trial()
+                    raise
+                if reply.status not in RETRYABLE_STATUSES:
+                    if breaker:
+                        breaker.record_success()
+                    return reply
+                if breaker:  # a 429 is a live provider asking us to slow down
+                    if reply.status == 429:
+                        breaker.record_success()
+                    else:
+                        breaker.record_failure(self.clock())
+                last_reply = reply
+                wait = parse_retry_after(
+                    dict((k.lower(), v) for k, v in reply.headers).get("retry-after"),
+                    self.wall_clock(),
+                )
+                if wait is not None:
+                    retry_after = max(retry_after or 0.0, wait)
+            if not tried and round_number == 0:
+                raise self._cooling_down(route)
+            if not candidates:
+                break
+        if last_reply is not None:
+            last_reply.attempts = attempts
+            return last_reply
+        raise self._exhausted(route, attempts)
+
+    async def _attempt(
+        self,
+        target: Target,
+        route: Route,
+        client_headers: Sequence[tuple[str, str]],
+        attempts: list[Attempt],
+    ) -> Reply:
+        provider = target.provider
+        timeouts = provider.timeouts
+        started = self.clock()
+
+        def note(outcome: str) -> None:
+            attempts.append(
+                Attempt(provider.name, provider.address, outcome, self.clock() - started)
+            )
+
+        url = upstream_url(provider, route.endpoint.value, route.query)
+        try:
+            async with asyncio.timeout(timeouts.connect + timeouts.headers):
+                response = await self.client().post(
+                    url,
+                    data=route.body,
+                    headers=outgoing_headers(client_headers, provider),
+                    ssl=self.ssl_context(),
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                    ),
+                    allow_redirects=False,
+                )
+        except aiohttp.ConnectionTimeoutError as e:
+            note("connect timeout")
+            raise AttemptFailed("connect", f"no connection within {timeouts.connect:g} s") from e
+        except TimeoutError as e:
+            note("headers timeout")
+            raise AttemptFailed(
+                "timeout", f"no answer within {timeouts.connect + timeouts.headers:g} s"
+            ) from e
+        except aiohttp.ClientConnectorError as e:
+            note(describe(e))
+            raise AttemptFailed("connect", describe(e)) from e
+        except (aiohttp.ClientError, OSError) as e:
+            note(describe(e))
+            raise AttemptFailed("dropped", describe(e)) from e
+
+        headers = returned_headers(response.headers.items())
+        content_type = response.headers.get("content-type", "")
+        try:
+            if 200 <= response.status < 300 and content_type.startswith("text/event-stream"):
+                # Committing to a stream waits for its first chunk: a failure before it can still
+                # be retried, as nothing has reached the client yet.
+                first_chunk = await read_chunk(response, timeouts.idle)
+                stream = UpstreamStream(response, timeouts.idle, first_chunk)
+                note(str(response.status))
+                return Reply(response.status, headers, target, attempts, stream=stream)
+            body = await read_body(response, timeouts.idle)
+        except (StreamBroken, aiohttp.ClientError, OSError) as e:
+            response.close()
+            note(f"dropped: {e}")
+            raise AttemptFailed("dropped", str(e)) from e
+        note(str(response.status))
+        if response.status >= 400:
+            body = from_oracle(
+                response.status,
+                body,
+                provider.name,
+                provider.host,
+                response.headers.get("opc-request-id"),
+            )
+            headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+            headers.append(("content-type", "application/json"))
+        return Reply(response.status, headers, target, attempts, body=body)
+
+    def _cooling_down(self, route: Route) -> GatewayError:
+        now = self.clock()
+        waits = [
+            breaker.retry_in(now)
+            for target in route.candidates
+            if (breaker := self.breakers.get(target.provider.name))
+        ]
+        wait = max(1, round(min(waits, default=1)))
+        names = ", ".join(t.provider.name for t in route.candidates)
+        return GatewayError(
+            503,
+            f"Every provider serving {route.requested_model!r} ({names}) failed repeatedly and "
+            f"is cooling down; retry in about {wait} s (see /health).",
+            code="providers_cooling_down",
+            type="api_error",
+            headers=(("retry-after", str(wait)),),
+        )
+
+    def _exhausted(self, route: Route, attempts: list[Attempt]) -> GatewayError:
+        tried = "; ".join(
+            f"{provider} ({address}): {outcome}" + (f" (x{count})" if count > 1 else "")
+            for (provider, address, outcome), group in itertools.groupby(
+                attempts, key=lambda a: (a.provider, a.address, a.outcome)
+            )
+            if (count := len(list(group)))
+        )
+        timed_out = attempts and all("timeout" in a.outcome for a in attempts)
+        status, code = (504, "upstream_timeout") if timed_out else (502, "upstream_unreachable")
+        return GatewayError(
+            status,
+            f"Oracle could not be reached for {route.requested_model!r} after "
+            f"{len(attempts)} attempt(s): {tried}.",
+            code=code,
+            type="api_error",
+        )
