@@ -181,7 +181,9 @@ def test_keys_never_reach_clients_logs_or_saved_flows(
 
     statuses = " ".join(seen)
     assert "Simulated failure 503" in statuses and "Authorization failed" in statuses
-    assert "upstream_unreachable" in statuses
+    assert "upstream_unreachable" in statuses and "connection refused" in statuses
+    assert "TLS certificate verification failed" in statuses  # JSON, not mitmproxy's HTML page
+    assert "<html>" not in statuses
     log, saved = gateway.log(), flows.read_bytes()
     assert "sk-oracle" in (CHICAGO_KEY + TLS_KEY + DOWN_KEY)  # the needles are right
     for key in (CHICAGO_KEY, TLS_KEY, DOWN_KEY):

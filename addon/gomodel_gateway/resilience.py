@@ -16,7 +16,7 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 10.0  # TCP + TLS to Oracle
-    headers: float = 120.0  # request sent -> response headers (generation can be slow)
+    headers: float = 120.0  # attempt start (connection included) -> response headers
     idle: float = 60.0  # between two chunks of a response body or stream
 
 

@@ -250,7 +250,7 @@ class Transport:
 
         url = upstream_url(provider, route.endpoint.value, route.query)
         try:
-            async with asyncio.timeout(timeouts.connect + timeouts.headers):
+            async with asyncio.timeout(timeouts.headers):
                 response = await self.client().post(
                     url,
                     data=route.body,
@@ -266,9 +266,7 @@ class Transport:
             raise AttemptFailed("connect", f"no connection within {timeouts.connect:g} s") from e
         except TimeoutError as e:
             note("headers timeout")
-            raise AttemptFailed(
-                "timeout", f"no answer within {timeouts.connect + timeouts.headers:g} s"
-            ) from e
+            raise AttemptFailed("timeout", f"no answer within {timeouts.headers:g} s") from e
         except aiohttp.ClientConnectorError as e:
             note(describe(e))
             raise AttemptFailed("connect", describe(e)) from e
