@@ -8,9 +8,9 @@ models' small-max_tokens quirk, and an `opc-request-id` on every answer.
 
 Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received,
 POST /_sim/reset forgets them and restores the start settings, POST /_sim/settings changes
-them: list_models, models, chunk_delay, and faults for generation calls (fail: statuses for the
-next requests, header_delay: seconds before answering, cut_after: events before a stream's
-connection is dropped).
+them: list_models, models, chunk_delay, stream_bytes (pads chat streams to about that size), and
+faults for generation calls (fail: statuses for the next requests, header_delay: seconds before
+answering, cut_after: events before a stream's connection is dropped).
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
 prints `oracle simulator listening at https://127.0.0.1:PORT` once ready; the CA that signed its
@@ -47,7 +47,8 @@ DEFAULT_MODELS = (
     "google.gemini-2.5-flash",
 )
 REASONING_PREFIXES = ("openai.gpt-oss", "xai.grok-4-fast-reasoning")
-REASONING_TOKENS = 200  # what a reasoning model spends before it answers
+REASONING_TOKENS = 200
+FILLER_SIZE = 16 * 1024  # what a reasoning model spends before it answers
 NOT_AUTHENTICATED = (
     401,
     "The required information to complete authentication was not provided or was incorrect.",
@@ -69,6 +70,7 @@ class Simulator:
             "fail": [],  # statuses for the next generation requests, one each
             "header_delay": 0.0,  # seconds before a generation answer starts
             "cut_after": None,  # drop streams' connections after this many events
+            "stream_bytes": 0,  # pad chat streams with filler deltas to about this size
         }
         self.settings = dict(self.initial_settings)
 
@@ -327,6 +329,9 @@ class Handler(BaseHTTPRequestHandler):
         if reasoning:
             events.append(chunk({"reasoning_content": reasoning}))
         events += [chunk({"content": word}) for word in _pieces(text)]
+        if padding := self.server.simulator.settings["stream_bytes"]:
+            filler = chunk({"content": "x" * FILLER_SIZE})
+            events += [filler] * (padding // len(filler))
         events.append(chunk({}, finish))
         if (document.get("stream_options") or {}).get("include_usage"):
             usage_chunk = json.loads(chunk({})[6:])

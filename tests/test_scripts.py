@@ -84,3 +84,29 @@ def test_short_load_run_delivers_every_stream_byte_for_byte() -> None:
     assert report["streams_completed"] > 20
     assert report["errors"] == 0 and report["altered_streams"] == 0
     assert report["simulator_requests"] == report["streams_completed"]
+
+
+def test_benchmark_quick_run_reports_every_row_and_target(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "bench.py"),
+            "--quick",
+            "--no-litellm",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["rows"] == ["direct", "bare", "gomodel"]
+    assert report["table"]["chat c=10 errors"] == {"direct": 0, "bare": 0, "gomodel": 0}
+    assert report["table"]["stream chunks seen"]["gomodel"] == 13  # nothing held back
+    assert {t["target"] for t in report["targets"]} >= {"50 MB stream: RSS growth < 10 MiB"}
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+    assert "| chat c=1 req/s |" in (tmp_path / "results.md").read_text()

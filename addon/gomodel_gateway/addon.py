@@ -50,7 +50,7 @@ from .routing import (
 )
 from .sse import StreamSummary, usage_tokens
 from .transport import Reply, Transport
-from .upstream import CLIENT_CREDENTIAL_HEADERS, upstream_url
+from .upstream import CLIENT_CREDENTIAL_HEADERS
 from .watch import watch_file
 
 logger = logging.getLogger("gomodel")
@@ -421,9 +421,6 @@ class GoModel:
         except GatewayError as e:
             answer_error(flow, e)
             return
-        # Shown in mitmweb and flow files as the call it was; the response being set, mitmproxy
-        # itself connects nowhere.
-        flow.request.url = upstream_url(reply.target.provider, planned.endpoint.value, "")
         headers = http.Headers(
             [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         )

@@ -15,6 +15,8 @@ this call: the request may still be running there.
 """
 
 import asyncio
+import asyncio.sslproto
+import functools
 import itertools
 import logging
 import os
@@ -33,6 +35,7 @@ from .resilience import (
     CircuitBreaker,
     FailoverPolicy,
     RetryPolicy,
+    Timeouts,
     backoff_delay,
     parse_retry_after,
 )
@@ -40,6 +43,11 @@ from .routing import Route
 from .upstream import outgoing_headers, returned_headers, upstream_url
 
 logger = logging.getLogger("gomodel")
+
+# asyncio gives every TLS connection a 256 KiB read buffer, allocated up front: 50 MB for 200
+# concurrent streams to Oracle. A TLS record holds at most 16 KiB, so 32 KiB reads lose nothing.
+# (Only the gateway's own connections use asyncio's TLS; mitmproxy does its own.)
+asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 READ_SIZE = 64 * 1024
 
@@ -63,6 +71,14 @@ class AttemptFailed(Exception):
 
 class StreamBroken(Exception):
     """Oracle's stream ended before it was complete."""
+
+
+@functools.cache
+def connect_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp enforces the connect timeout; the others are the transport's own."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+    )
 
 
 async def read_chunk(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
@@ -256,9 +272,7 @@ class Transport:
                     data=route.body,
                     headers=outgoing_headers(client_headers, provider),
                     ssl=self.ssl_context(),
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-                    ),
+                    timeout=connect_timeout(timeouts),
                     allow_redirects=False,
                 )
         except aiohttp.ConnectionTimeoutError as e:
