@@ -153,8 +153,8 @@ def test_providers_from_env_and_yaml(yaml_text, env, expected, tmp_path: Path) -
         pytest.param(
             None,
             {"ORACLE_MODELS": "a"},
-            "provider 'oracle' skipped: base_url is not set (set ORACLE_BASE_URL); "
-            "api_key is not set (set ORACLE_API_KEY)",
+            "provider 'oracle' skipped: base_url or region is not set (set ORACLE_BASE_URL or "
+            "ORACLE_REGION); api_key is not set (set ORACLE_API_KEY)",
             id="env-models-only",
         ),
         pytest.param(
@@ -272,3 +272,147 @@ def test_provider_repr_never_shows_the_key() -> None:
     ).providers
     assert "sk-secret" not in repr(provider)
     assert provider.host == "inference.generativeai.us-chicago-1.oci.oraclecloud.com"
+
+
+@pytest.mark.parametrize(
+    ("region", "base_url", "warning"),
+    [
+        (
+            "us-chicago-1",
+            "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1",
+            None,
+        ),
+        (
+            "eu-frankfurt-2",
+            "https://inference.generativeai.eu-frankfurt-2.oci.oraclecloud.eu/20231130/actions/v1",
+            None,
+        ),
+        (
+            "uk-gov-london-1",
+            "https://inference.generativeai.uk-gov-london-1.oci.oraclegovcloud.uk/20231130/actions/v1",
+            None,
+        ),
+        (
+            "ap-sydney-1",
+            "https://inference.generativeai.ap-sydney-1.oci.oraclecloud.com/20231130/actions/v1",
+            "provider 'oracle': ap-sydney-1 is not a region known to offer Generative AI",
+        ),
+        (
+            "me-dubai-1",
+            "https://inference.generativeai.me-dubai-1.oci.oraclecloud.com/20231130/actions/v1",
+            "provider 'oracle': Oracle documents no OpenAI-compatible API in me-dubai-1",
+        ),
+    ],
+)
+def test_a_region_builds_the_inference_url_of_its_realm(region, base_url, warning) -> None:
+    config = load_config(None, {"ORACLE_REGION": region, "ORACLE_API_KEY": "k"})
+    (provider,) = config.providers
+    assert (provider.base_url, provider.region) == (base_url, region)
+    if warning is None:
+        assert config.warnings == ()
+    else:
+        (only,) = config.warnings
+        assert only.startswith(warning)
+
+
+@pytest.mark.parametrize(
+    "region", ["Chicago", "us_chicago_1", "us-chicago", "../x", "us-chicago-1a"]
+)
+def test_a_malformed_region_is_an_error(region: str) -> None:
+    with pytest.raises(ConfigError, match=r"ORACLE_REGION: .* is not a region identifier"):
+        load_config(None, {"ORACLE_REGION": region, "ORACLE_API_KEY": "k"})
+
+
+def test_a_suffixed_region_variable_defines_a_provider() -> None:
+    (provider,) = load_config(
+        None, {"ORACLE_EU_REGION": "eu-frankfurt-1", "ORACLE_EU_API_KEY": "k"}
+    ).providers
+    assert provider.name == "oracle-eu" and provider.host.startswith("inference.generativeai.eu-")
+
+
+def test_the_region_is_read_from_an_oracle_base_url() -> None:
+    (provider,) = load_config(None, {"ORACLE_BASE_URL": FRANKFURT, "ORACLE_API_KEY": "k"}).providers
+    assert provider.region == "eu-frankfurt-1"
+
+
+OCI_BLOCK = (
+    "providers:\n  oracle:\n    region: us-chicago-1\n    api_key: k\n"
+    "    discovery: oci\n    compartment_id: ocid1.compartment.oc1..aaaa\n"
+)
+
+
+def test_oci_discovery_settings(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        OCI_BLOCK
+        + "    oci_profile: DEV\n    project: ocid1.generativeaiproject.oc1.us-chicago-1.x\n"
+    )
+    (provider,) = load_config(path, {}).providers
+    assert provider.discovery == "oci" and provider.oci_profile == "DEV"
+    assert provider.oci_config_file == "~/.oci/config"
+    assert provider.control_plane_url == (
+        "https://generativeai.us-chicago-1.oci.oraclecloud.com/20231130"
+    )
+    assert provider.project == "ocid1.generativeaiproject.oc1.us-chicago-1.x"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("    models_mode: allowlist\n", "discovery: oci needs models_mode: fallback"),
+        ("    project: my project\n", "must be a non-empty string without spaces"),
+        ("    project: proj-1\n", "is not an OCID"),
+    ],
+)
+def test_bad_oci_settings_are_errors(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(OCI_BLOCK + extra)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, {})
+
+
+def test_an_unknown_discovery_method_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(OCI_BLOCK.replace("discovery: oci", "discovery: magic"))
+    with pytest.raises(ConfigError, match="must be one of models, oci"):
+        load_config(path, {})
+
+
+def test_oci_discovery_needs_a_compartment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(OCI_BLOCK.replace("    compartment_id: ocid1.compartment.oc1..aaaa\n", ""))
+    with pytest.raises(ConfigError, match="needs compartment_id"):
+        load_config(path, {})
+
+
+def test_model_rules_layer_builtin_then_top_level_then_provider(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "min_output_tokens: {'openai.gpt-oss-*': 2048, 'meta.*': 64}\n"
+        "parameter_map: {'openai.*': {max_tokens: max_completion_tokens}}\n"
+        "providers:\n"
+        f"  a: {{base_url: '{CHICAGO}', api_key: k}}\n"
+        f"  b: {{base_url: '{CHICAGO}', api_key: k,\n"
+        "      min_output_tokens: {'openai.gpt-oss-20b': 512}}\n"
+    )
+    a, b = load_config(path, {}).providers
+    assert a.rules.minimum_for("openai.gpt-oss-120b") == 2048
+    assert a.rules.minimum_for("xai.grok-4-fast-reasoning") == 1024  # built in
+    assert a.rules.minimum_for("xai.grok-4") is None
+    assert b.rules.minimum_for("openai.gpt-oss-20b") == 512
+    assert b.rules.renames_for("openai.gpt-oss-20b") == {"max_tokens": "max_completion_tokens"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("min_output_tokens: {'x.*': 0}\n", "must be a whole number >= 1"),
+        ("min_output_tokens: [1]\n", "must map model patterns to token counts"),
+        ("parameter_map: {'x.*': [a]}\n", "must map parameter names"),
+    ],
+)
+def test_bad_model_rules_are_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, {})

@@ -158,7 +158,8 @@ def closed_port() -> int:
 def chat_route(*providers: Provider, stream: bool = False) -> Route:
     body = json.dumps({"model": "m.one", "messages": [], "stream": stream}).encode()
     targets = tuple(Target(p, "m.one") for p in providers)
-    return Route(Endpoint.CHAT_COMPLETIONS, targets, "m.one", stream, body)
+    bodies = {p.name: body for p in providers}
+    return Route(Endpoint.CHAT_COMPLETIONS, targets, "m.one", stream, bodies)
 
 
 def transport_for(

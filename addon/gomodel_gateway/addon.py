@@ -30,12 +30,14 @@ import certifi
 from mitmproxy import ctx, exceptions, http
 
 from . import local, safejson
+from .adapt import STARVED_WARNING, starved
 from .auth import check_client_key
 from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
 from .discovery import Discovery, fetch_models
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .hosts import is_gateway_request, is_loopback, parse_hosts
 from .inventory import build_inventory
+from .oci_discovery import fetch_oci_models
 from .relay import StreamJob, StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .routing import (
@@ -75,6 +77,7 @@ class Exchange:
     job: StreamJob | None = None  # a streamed call, answered through the relay
     stream: StreamSummary | None = None
     tokens: tuple[int | None, int | None] = (None, None)
+    starved: bool = False  # the answer was cut off by its output budget before any text
     logged: bool = False
 
     @property
@@ -335,6 +338,12 @@ class GoModel:
             self.discovery = None
 
     def fetch_models(self, provider: Provider) -> tuple[str, ...]:
+        """Blocking (run in a thread): Oracle's /models, or the OCI control plane's listing."""
+        if provider.discovery == "oci":
+            options = ctx.options
+            return fetch_oci_models(
+                provider, options.ssl_verify_upstream_trusted_ca, not options.ssl_insecure
+            )
         return fetch_models(provider, self.upstream_ssl_context())
 
     def on_discovered(self, provider_name: str, models: tuple[str, ...]) -> None:
@@ -426,7 +435,11 @@ class GoModel:
         )
         flow.response = http.Response.make(reply.status, reply.body, headers)
         if 200 <= reply.status < 300:
-            exchange.tokens = json_usage(reply.body)
+            document = parse_json(reply.body)
+            exchange.tokens = usage_tokens(document.get("usage") if document else None)
+            if starved(document):
+                flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
+                exchange.starved = True
         self.log_exchange(flow)
 
     # -- responses -----------------------------------------------------------------------------
@@ -487,6 +500,7 @@ class GoModel:
         exchange.logged = True
         if exchange.stream:
             exchange.tokens = exchange.stream.tokens()
+            exchange.starved = exchange.stream.starved
         reply = exchange.final_reply
         target = reply.target if reply else exchange.route.target
         status = flow.response.status_code if flow.response else 0
@@ -500,8 +514,15 @@ class GoModel:
         detail = ""
         if len(attempts) > 1:
             detail = " attempts: " + ", ".join(f"{a.provider} {a.outcome}" for a in attempts)
+        if changes := exchange.route.adjustments.get(target.provider.name):
+            detail += " adjusted: " + ", ".join(changes)
         if exchange.job and exchange.job.broken:
             detail += f" stream broken: {exchange.job.broken}"
+            flow.marked = ":warning:"
+        if exchange.starved:
+            logger.warning(
+                "gomodel: %s %s: %s", target.provider.name, target.upstream_model, STARVED_WARNING
+            )
             flow.marked = ":warning:"
         flow.comment = summary
         flow.metadata["gomodel"]["provider"] = target.provider.name
@@ -519,9 +540,9 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def json_usage(body: bytes) -> tuple[int | None, int | None]:
+def parse_json(body: bytes) -> dict[str, Any] | None:
     try:
         document = safejson.loads(body)
     except ValueError:
-        return None, None
-    return usage_tokens(document.get("usage") if isinstance(document, dict) else None)
+        return None
+    return document if isinstance(document, dict) else None

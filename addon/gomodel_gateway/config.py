@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .adapt import ModelRules
+from .regions import check_region, control_plane_url, inference_base_url, region_of
 from .resilience import FailoverPolicy, RetryPolicy, Timeouts
 
 ModelsMode = Literal["fallback", "allowlist"]
@@ -26,8 +28,28 @@ PROVIDER_TYPES = ("oracle",)
 DEFAULT_PROVIDER = "oracle"
 
 PROVIDER_KEYS = frozenset(
-    {"type", "base_url", "api_key", "models", "models_mode", "models_refresh_seconds", "timeouts"}
+    {
+        "type",
+        "base_url",
+        "region",
+        "api_key",
+        "models",
+        "models_mode",
+        "models_refresh_seconds",
+        "timeouts",
+        "project",
+        "discovery",
+        "compartment_id",
+        "oci_config_file",
+        "oci_profile",
+        "control_plane_url",
+        "min_output_tokens",
+        "parameter_map",
+    }
 )
+DISCOVERY_METHODS = ("models", "oci")
+DEFAULT_OCI_CONFIG_FILE = "~/.oci/config"
+OCID = re.compile(r"^ocid1\.[a-z0-9_-]+\.[a-z0-9_-]*\.[a-z0-9_-]*\.[A-Za-z0-9._-]+$")
 TOP_LEVEL_KEYS = frozenset(
     {
         "providers",
@@ -37,6 +59,8 @@ TOP_LEVEL_KEYS = frozenset(
         "timeouts",
         "retries",
         "failover",
+        "min_output_tokens",
+        "parameter_map",
     }
 )
 SERVER_KEYS = frozenset({"master_keys"})
@@ -57,8 +81,8 @@ SIZE_UNITS = {
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
 # ORACLE_<NAME>_BASE_URL / _API_KEY / _MODELS define the provider "oracle-<name>".
-SUFFIXED_ENV = re.compile(r"^ORACLE_([A-Z0-9_]+?)_(BASE_URL|API_KEY|MODELS)$")
-ENV_FIELDS = {"BASE_URL": "base_url", "API_KEY": "api_key", "MODELS": "models"}
+SUFFIXED_ENV = re.compile(r"^ORACLE_([A-Z0-9_]+?)_(BASE_URL|API_KEY|MODELS|REGION)$")
+ENV_FIELDS = {"BASE_URL": "base_url", "API_KEY": "api_key", "MODELS": "models", "REGION": "region"}
 EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Model ids travel in JSON bodies and URLs: printable, no whitespace, no path tricks.
@@ -78,6 +102,14 @@ class Provider:
     models_mode: ModelsMode = DEFAULT_MODELS_MODE
     models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS
     timeouts: Timeouts = field(default_factory=Timeouts)
+    region: str | None = None  # given, or read from an Oracle inference base URL
+    project: str | None = None  # an OCI Generative AI project OCID, sent as OpenAI-Project
+    discovery: str = "models"  # "models": ask {base_url}/models; "oci": the control plane
+    compartment_id: str | None = None
+    oci_config_file: str = DEFAULT_OCI_CONFIG_FILE
+    oci_profile: str = "DEFAULT"
+    control_plane_url: str | None = None
+    rules: ModelRules = field(default_factory=ModelRules)
 
     @property
     def host(self) -> str:
@@ -184,7 +216,7 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, _Field]]:
     for variable, value in env.items():
         if not value.strip():
             continue
-        if variable in ("ORACLE_BASE_URL", "ORACLE_API_KEY", "ORACLE_MODELS"):
+        if variable in ("ORACLE_BASE_URL", "ORACLE_API_KEY", "ORACLE_MODELS", "ORACLE_REGION"):
             name, key = DEFAULT_PROVIDER, ENV_FIELDS[variable.removeprefix("ORACLE_")]
         elif match := SUFFIXED_ENV.match(variable):
             name, key = env_provider_name(match.group(1)), ENV_FIELDS[match.group(2)]
@@ -253,14 +285,22 @@ def _build_provider(
             + ", ".join(PROVIDER_TYPES)
         )
     missing = []
-    for key in ("base_url", "api_key"):
-        raw = fields.get(key)
-        if raw is None or not isinstance(raw.value, str) or not raw.value.strip():
-            missing.append(_describe_missing(name, key, raw))
+    if not (_text(fields.get("base_url")) or _text(fields.get("region"))):
+        missing.append(_describe_missing(name, "base_url", fields.get("base_url")))
+    if not _text(fields.get("api_key")):
+        missing.append(_describe_missing(name, "api_key", fields.get("api_key")))
     if missing:
         warnings.append(f"provider {name!r} skipped: " + "; ".join(missing))
         return None
-    base_url = validate_base_url(fields["base_url"].value, fields["base_url"].origin)
+    region = None
+    if region_field := fields.get("region"):
+        region = _region(region_field, name, warnings)
+    if base_field := fields.get("base_url"):
+        base_url = validate_base_url(base_field.value, base_field.origin)
+        region = region or region_of(base_url)
+    else:
+        base_url = inference_base_url(region)
+    extras = _oracle_extras(name, fields, region, defaults)
     models_field = fields.get("models")
     models: tuple[str, ...] = ()
     if models_field is not None and models_field.value is not None:
@@ -290,7 +330,86 @@ def _build_provider(
             if timeouts_field
             else defaults["timeouts"]
         ),
+        region=region,
+        **extras,
     )
+
+
+def _text(raw: _Field | None) -> str:
+    return raw.value.strip() if raw is not None and isinstance(raw.value, str) else ""
+
+
+def _region(raw: _Field, provider: str, warnings: list[str]) -> str:
+    region = _text(raw)
+    try:
+        warning = check_region(region)
+    except ValueError as e:
+        raise ConfigError(f"{raw.origin}: {e}") from e
+    if warning:
+        warnings.append(f"provider {provider!r}: {warning}")
+    return region
+
+
+def _oracle_extras(
+    name: str, fields: Mapping[str, _Field], region: str | None, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Project, discovery through the OCI control plane, and model rules."""
+    extras: dict[str, Any] = {}
+    for key in ("project", "compartment_id", "oci_config_file", "oci_profile"):
+        if raw := fields.get(key):
+            value = _text(raw)
+            if not value or any(c.isspace() for c in value):
+                raise ConfigError(f"{raw.origin}: must be a non-empty string without spaces")
+            extras[key] = value
+    for key in ("project", "compartment_id"):
+        if key in extras and not OCID.match(extras[key]):
+            raise ConfigError(f"{fields[key].origin}: {extras[key]!r} is not an OCID (ocid1....)")
+    discovery = fields.get("discovery")
+    if discovery is not None:
+        if discovery.value not in DISCOVERY_METHODS:
+            raise ConfigError(f"{discovery.origin}: must be one of {', '.join(DISCOVERY_METHODS)}")
+        extras["discovery"] = discovery.value
+    if extras.get("discovery") == "oci":
+        where = f"provider {name!r} with discovery: oci"
+        if "compartment_id" not in extras:
+            raise ConfigError(f"{where} needs compartment_id (the OCID whose models to list)")
+        if (mode := fields.get("models_mode")) and mode.value == "allowlist":
+            raise ConfigError(f"{mode.origin}: discovery: oci needs models_mode: fallback")
+        plane = fields.get("control_plane_url")
+        if plane is not None:
+            extras["control_plane_url"] = validate_base_url(_text(plane), plane.origin)
+        elif region:
+            extras["control_plane_url"] = control_plane_url(region)
+        else:
+            raise ConfigError(f"{where} needs a region (region:, or an Oracle base_url)")
+    rules = defaults["rules"]
+    if (budgets := fields.get("min_output_tokens")) or fields.get("parameter_map"):
+        rules = rules.layered(parse_rules(budgets, fields.get("parameter_map")))
+    extras["rules"] = rules
+    return extras
+
+
+def parse_rules(budgets: _Field | None, renames: _Field | None) -> ModelRules:
+    """min_output_tokens: {pattern: tokens}; parameter_map: {pattern: {from: to}}."""
+    minimums: list[tuple[str, int]] = []
+    if budgets is not None:
+        if not isinstance(budgets.value, dict):
+            raise ConfigError(f"{budgets.origin}: must map model patterns to token counts")
+        for pattern, tokens in budgets.value.items():
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                raise ConfigError(f"{budgets.origin}.{pattern}: must be a whole number >= 1")
+            minimums.append((str(pattern), tokens))
+    mapping: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    if renames is not None:
+        if not isinstance(renames.value, dict):
+            raise ConfigError(f"{renames.origin}: must map model patterns to {{from: to}}")
+        for pattern, pairs in renames.value.items():
+            if not isinstance(pairs, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in pairs.items()
+            ):
+                raise ConfigError(f"{renames.origin}.{pattern}: must map parameter names")
+            mapping.append((str(pattern), tuple(pairs.items())))
+    return ModelRules(tuple(minimums), tuple(mapping))
 
 
 Policy = Timeouts | RetryPolicy | FailoverPolicy
@@ -332,12 +451,17 @@ def _describe_missing(name: str, key: str, raw: _Field | None) -> str:
     if raw is not None and raw.unset_variables:
         variables = ", ".join(raw.unset_variables)
         return f"{key} is empty ({variables} not set)"
+    alternative = " or region" if key == "base_url" else ""
     if name == DEFAULT_PROVIDER:
-        return f"{key} is not set (set ORACLE_{key.upper()})"
+        region = " or ORACLE_REGION" if key == "base_url" else ""
+        return f"{key}{alternative} is not set (set ORACLE_{key.upper()}{region})"
     if name.startswith("oracle-"):
         suffix = name.removeprefix("oracle-").upper().replace("-", "_")
-        return f"{key} is not set (set ORACLE_{suffix}_{key.upper()} or providers.{name}.{key})"
-    return f"{key} is not set (providers.{name}.{key})"
+        return (
+            f"{key}{alternative} is not set (set ORACLE_{suffix}_{key.upper()} or "
+            f"providers.{name}.{key})"
+        )
+    return f"{key}{alternative} is not set (providers.{name}.{key})"
 
 
 def load_config(
@@ -362,7 +486,12 @@ def load_config(
                 f"{where}: unknown top-level key {key!r}; expected one of "
                 + ", ".join(sorted(TOP_LEVEL_KEYS))
             )
+    top_rules = [
+        _Field(document[key], f"{where}: {key}") if key in document else None
+        for key in ("min_output_tokens", "parameter_map")
+    ]
     defaults = {
+        "rules": ModelRules().layered(parse_rules(*top_rules)),
         "timeouts": parse_policy(document.get("timeouts"), f"{where}: timeouts", Timeouts()),
         "models_mode": _models_mode(
             document.get("models_mode", DEFAULT_MODELS_MODE), f"{where}: models_mode"

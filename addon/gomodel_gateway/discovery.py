@@ -96,7 +96,8 @@ class Discovery:
         try:
             models = await asyncio.to_thread(self.fetch, provider)
         except DiscoveryError as e:
-            logger.info(
+            log = logger.warning if provider.discovery == "oci" else logger.info
+            log(
                 "gomodel: provider %s: model discovery unavailable (%s); serving its configured "
                 "models (%d)",
                 provider.name,
@@ -104,11 +105,12 @@ class Discovery:
                 len(provider.models),
             )
             return False
+        source = "the OCI control plane" if provider.discovery == "oci" else "/models"
         if not models:
-            logger.info("gomodel: provider %s: /models listed no models", provider.name)
+            logger.info("gomodel: provider %s: %s listed no models", provider.name, source)
             return False
         self.on_update(provider.name, models)
-        logger.info("gomodel: provider %s: /models listed %d models", provider.name, len(models))
+        logger.info("gomodel: provider %s: %s listed %d models", provider.name, source, len(models))
         return True
 
     async def _refresh_forever(self, provider: Provider) -> None:

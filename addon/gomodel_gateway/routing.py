@@ -6,12 +6,14 @@ gets; nothing from the body reaches the upstream URL or headers without passing 
 """
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
 from . import safejson
+from .adapt import adapt
 from .config import MODEL_ID
 from .errors import GatewayError
 from .inventory import Inventory, Target
@@ -56,12 +58,19 @@ class Route:
     candidates: tuple[Target, ...]  # the preferred provider first, then failover ones
     requested_model: str
     stream: bool
-    body: bytes  # what goes upstream: the client's bytes unless the model id was rewritten
+    # What goes to each candidate provider: the client's bytes, unless the model id was pinned
+    # or the provider's model rules adapted the request.
+    bodies: Mapping[str, bytes]
     query: str = ""
+    adjustments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def target(self) -> Target:
         return self.candidates[0]
+
+    @property
+    def body(self) -> bytes:
+        return self.bodies[self.target.provider.name]
 
 
 def classify(method: str, path: str) -> Request:
@@ -246,8 +255,15 @@ def route(inventory: Inventory, request: Request, body: bytes) -> Route:
     stream = _stream_flag(document)
     _check_inputs(request.endpoint, document)
     candidates = resolve_model(inventory, model)
-    upstream_model = candidates[0].upstream_model  # the same bare id for every candidate
-    if upstream_model != model:
-        document["model"] = upstream_model
-        body = json.dumps(document, ensure_ascii=False).encode()
-    return Route(request.endpoint, candidates, model, stream, body, request.query)
+    bodies, adjustments = {}, {}
+    for target in candidates:
+        adapted = dict(document, model=target.upstream_model)
+        changes = adapt(adapted, target.upstream_model, target.provider.rules)
+        name = target.provider.name
+        if changes or target.upstream_model != model:
+            bodies[name] = json.dumps(adapted, ensure_ascii=False).encode()
+        else:
+            bodies[name] = body
+        if changes:
+            adjustments[name] = tuple(changes)
+    return Route(request.endpoint, candidates, model, stream, bodies, request.query, adjustments)

@@ -78,7 +78,14 @@ class StreamSummary:
     done: bool = False
     usage: dict[str, Any] | None = None
     error: str | None = None
+    text_seen: bool = False
+    cut_short: bool = False  # the output budget ran out (finish_reason "length", incomplete)
     parser: SSEParser = field(default_factory=SSEParser)
+
+    @property
+    def starved(self) -> bool:
+        """Cut off by its output budget before any visible text."""
+        return self.cut_short and not self.text_seen
 
     def feed(self, chunk: bytes) -> None:
         for event in self.parser.feed(chunk):
@@ -94,8 +101,19 @@ class StreamSummary:
                 self._inspect(payload)
 
     def _inspect(self, payload: dict[str, Any]) -> None:
+        for choice in payload.get("choices") or []:
+            if isinstance(choice, dict):
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and delta.get("content"):
+                    self.text_seen = True
+                if choice.get("finish_reason") == "length":
+                    self.cut_short = True
+        if payload.get("type") == "response.output_text.delta" and payload.get("delta"):
+            self.text_seen = True
         # chat: usage on the last chunk; responses: inside response.completed's "response".
         response = payload.get("response")
+        if isinstance(response, dict) and response.get("status") == "incomplete":
+            self.cut_short = True
         usage = payload.get("usage")
         if usage is None and isinstance(response, dict):
             usage = response.get("usage")

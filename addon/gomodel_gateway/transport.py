@@ -269,7 +269,7 @@ class Transport:
             async with asyncio.timeout(timeouts.headers):
                 response = await self.client().post(
                     url,
-                    data=route.body,
+                    data=route.bodies[provider.name],
                     headers=outgoing_headers(client_headers, provider),
                     ssl=self.ssl_context(),
                     timeout=connect_timeout(timeouts),

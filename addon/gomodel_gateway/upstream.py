@@ -37,9 +37,12 @@ def outgoing_headers(
     client_headers: Iterable[tuple[str, str]], provider: Provider
 ) -> list[tuple[str, str]]:
     """The client's headers minus its credentials and hop-by-hop ones, authenticated as the
-    provider. This is where the Oracle key is set, and the only place."""
+    provider, with the provider's Generative AI project unless the client named one. This is
+    where the Oracle key is set, and the only place."""
     headers = [(k, v) for k, v in client_headers if k.lower() not in NOT_FORWARDED]
     headers.append(("authorization", f"Bearer {provider.api_key}"))
+    if provider.project and not any(k.lower() == "openai-project" for k, _ in headers):
+        headers.append(("OpenAI-Project", provider.project))
     return headers
 
 

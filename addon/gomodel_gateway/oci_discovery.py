@@ -1,0 +1,101 @@
+"""Model discovery through the OCI Generative AI control plane (`discovery: oci`).
+
+`GET {control plane}/models?compartmentId=...&capability=CHAT&lifecycleState=ACTIVE`, every page,
+signed with OCI request signing by the official `oci` SDK (an optional dependency: `pip install
+oci`) from the user's `~/.oci/config`. Kept: chat models that Oracle's OpenAI-compatible endpoint
+serves (not Cohere's), not retired, named by their display name (e.g. openai.gpt-oss-120b).
+"""
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import MODEL_ID, Provider
+from .discovery import DiscoveryError
+
+# Vendors whose models the OpenAI-compatible endpoint does not serve.
+UNSERVED_VENDORS = frozenset({"cohere"})
+CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS = 5.0, 30.0
+
+
+def _get(summary: Any, name: str) -> Any:
+    """A field of an SDK ModelSummary, or of a plain dict in the same snake_case shape."""
+    return summary.get(name) if isinstance(summary, dict) else getattr(summary, name, None)
+
+
+def select_chat_models(summaries: Iterable[Any], now: datetime) -> tuple[str, ...]:
+    """The model ids to serve, from the control plane's ModelSummary list, in its order."""
+    models: list[str] = []
+    for summary in summaries:
+        name = _get(summary, "display_name")
+        vendor = (_get(summary, "vendor") or "").lower()
+        if not isinstance(name, str) or not MODEL_ID.match(name) or "." not in name:
+            continue
+        if name.startswith("ocid1."):
+            continue  # a fine-tuned model is named by its OCID: not served by name
+        if vendor in UNSERVED_VENDORS or name.split(".")[0] in UNSERVED_VENDORS:
+            continue
+        if "CHAT" not in (_get(summary, "capabilities") or []):
+            continue
+        if (_get(summary, "lifecycle_state") or "ACTIVE") != "ACTIVE":
+            continue
+        retired = _get(summary, "time_on_demand_retired")
+        if isinstance(retired, datetime) and retired <= now:
+            continue
+        if name not in models:
+            models.append(name)
+    return tuple(models)
+
+
+def fetch_oci_models(
+    provider: Provider, ca_file: str | None, verify: bool = True
+) -> tuple[str, ...]:
+    """Blocking: every page of the provider's compartment's chat models; DiscoveryError if not."""
+    try:
+        import oci  # optional, and only needed for discovery: oci
+    except ImportError as e:
+        raise DiscoveryError(
+            "discovery: oci needs the oci package; install it with: pip install oci"
+        ) from e
+    config_file = os.path.expanduser(provider.oci_config_file)
+    try:
+        config = oci.config.from_file(config_file, provider.oci_profile)
+        client = oci.generative_ai.GenerativeAiClient(
+            config,
+            service_endpoint=provider.control_plane_url,
+            timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+            retry_strategy=oci.retry.NoneRetryStrategy(),
+        )
+    except (oci.exceptions.ConfigFileNotFound, oci.exceptions.ProfileNotFound) as e:
+        raise DiscoveryError(f"{config_file} [{provider.oci_profile}]: {e}") from e
+    except (
+        oci.exceptions.InvalidConfig,
+        oci.exceptions.InvalidKeyFilePath,
+        oci.exceptions.InvalidPrivateKey,
+        oci.exceptions.MissingPrivateKeyPassphrase,
+    ) as e:
+        raise DiscoveryError(f"{config_file} [{provider.oci_profile}] is not usable: {e}") from e
+    session = client.base_client.session
+    session.trust_env = False  # HTTPS_PROXY may point at this very gateway
+    session.verify = (ca_file or True) if verify else False
+    try:
+        response = oci.pagination.list_call_get_all_results(
+            client.list_models,
+            compartment_id=provider.compartment_id,
+            capability=["CHAT"],
+            lifecycle_state="ACTIVE",
+        )
+    except oci.exceptions.ServiceError as e:
+        raise DiscoveryError(
+            f"the OCI control plane answered {e.status} {e.code}: {e.message}"
+            f" (opc-request-id {e.request_id})"
+        ) from e
+    except (
+        oci.exceptions.BaseRequestException,
+        oci.exceptions.RequestException,
+        oci.exceptions.ClientError,
+        OSError,
+    ) as e:
+        raise DiscoveryError(f"the OCI control plane could not be reached: {e}") from e
+    return select_chat_models(response.data, datetime.now(UTC))
