@@ -22,7 +22,7 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import certifi
 from mitmproxy import ctx, exceptions, http
 
 from . import local, safejson
+from .accesslog import AccessLog, AccessRecord, clip, parse_bool, parse_format
 from .adapt import STARVED_WARNING, starved
 from .auth import check_client_key
 from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
@@ -37,6 +38,7 @@ from .discovery import Discovery, fetch_models
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .hosts import is_gateway_request, is_loopback, parse_hosts
 from .inventory import build_inventory
+from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
 from .relay import StreamJob, StreamRelay
 from .resilience import CircuitBreaker, breakers_for
@@ -58,7 +60,16 @@ from .watch import watch_file
 logger = logging.getLogger("gomodel")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-OPTIONS = frozenset({"gomodel_config", "gomodel_hosts", "gomodel_max_body_size"})
+OPTIONS = frozenset(
+    {
+        "gomodel_config",
+        "gomodel_hosts",
+        "gomodel_max_body_size",
+        "gomodel_access_log_format",
+        "gomodel_access_log_file",
+        "gomodel_log_bodies",
+    }
+)
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 UPSTREAM_TLS_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
@@ -78,18 +89,14 @@ class Exchange:
     stream: StreamSummary | None = None
     tokens: tuple[int | None, int | None] = (None, None)
     starved: bool = False  # the answer was cut off by its output budget before any text
-    logged: bool = False
+    first_byte: float | None = None  # when the answer (a stream's headers) left for the client
+    error: str | None = None  # the code of a refused or failed request
+    client_path: str = ""  # the path as the client sent it (the flow may be pointed elsewhere)
+    finished: bool = False
 
     @property
     def final_reply(self) -> Reply | None:
         return self.job.reply if self.job else self.reply
-
-
-def answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
-    flow.response = http.Response.make(
-        error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)}
-    )
-    flow.comment = f"gomodel error {error.status} {error.code}"
 
 
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
@@ -144,6 +151,8 @@ class Settings:
     config: GatewayConfig
     config_path: Path
     max_body_size: int
+    access_log: AccessLog = field(default_factory=AccessLog)
+    log_bodies: bool = False
 
 
 def read_settings() -> Settings:
@@ -156,10 +165,17 @@ def read_settings() -> Settings:
         max_body_size = parse_size(ctx.options.gomodel_max_body_size)
     except ValueError as e:
         raise ConfigError(f"option gomodel_max_body_size: {e}") from e
+    try:
+        log_format = parse_format(ctx.options.gomodel_access_log_format)
+        log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
+    except ValueError as e:
+        raise ConfigError(f"option {e}") from e
+    log_file = ctx.options.gomodel_access_log_file
+    access_log = AccessLog(log_format, Path(log_file).expanduser() if log_file else None)
     explicit = bool(ctx.options.gomodel_config)
     path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
     config = load_config(path, os.environ, required=explicit)
-    return Settings(hosts, config, path, max_body_size)
+    return Settings(hosts, config, path, max_body_size, access_log, log_bodies)
 
 
 class GoModel:
@@ -170,6 +186,7 @@ class GoModel:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.transport = Transport(self.upstream_ssl_context)
         self.relay = StreamRelay()
+        self.metrics = Metrics()
         self.discovery: Discovery | None = None
         self.config_watch: asyncio.Task[None] | None = None
         self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
@@ -209,6 +226,29 @@ class GoModel:
             """
             Largest request body the gateway accepts (e.g. 10MiB, 512KiB, 1048576); larger ones
             get 413.
+            """,
+        )
+        loader.add_option(
+            "gomodel_access_log_format",
+            str,
+            "text",
+            "Access log lines (one per gateway request) as text or json.",
+        )
+        loader.add_option(
+            "gomodel_access_log_file",
+            str,
+            "",
+            """
+            Append the access log to this file. Empty: write it to mitmproxy's own log.
+            """,
+        )
+        loader.add_option(
+            "gomodel_log_bodies",
+            str,
+            "false",
+            """
+            Debugging only: true puts request bodies (prompts) and plain responses in the access
+            log. Keys are never logged.
             """,
         )
 
@@ -374,7 +414,9 @@ class GoModel:
             return
         # Buffer the body: routing needs it, and nothing may stream to the original host.
         flow.request.stream = False
-        exchange = self.exchanges[flow] = Exchange(started=time.monotonic())
+        exchange = self.exchanges[flow] = Exchange(
+            started=time.monotonic(), client_path=flow.request.path
+        )
         headers = flow.request.headers
         try:
             exchange.request = classify(flow.request.method, flow.request.path)
@@ -386,7 +428,7 @@ class GoModel:
                 self.settings.max_body_size,
             )
         except GatewayError as e:
-            answer_error(flow, e)
+            self.refuse(flow, exchange, e)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -396,15 +438,13 @@ class GoModel:
         request, inventory = exchange.request, self.inventory
         try:
             if request.endpoint not in UPSTREAM_ENDPOINTS:
-                body = local.answer(inventory, request, self.hosts, self.breaker_states())
-                flow.response = http.Response.make(200, body, JSON_HEADERS)
-                flow.comment = f"gomodel local {request.endpoint.value}"
+                self.answer_locally(flow, exchange, request)
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), self.settings.max_body_size)
             planned = route(inventory, request, content)
         except GatewayError as e:
-            answer_error(flow, e)
+            self.refuse(flow, exchange, e)
             return
         exchange.route = planned
         client_headers = list(flow.request.headers.items(multi=True))
@@ -428,19 +468,40 @@ class GoModel:
         try:
             reply = exchange.reply = await self.transport.send(planned, client_headers)
         except GatewayError as e:
-            answer_error(flow, e)
+            self.refuse(flow, exchange, e)
             return
         headers = http.Headers(
             [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         )
         flow.response = http.Response.make(reply.status, reply.body, headers)
+        exchange.first_byte = time.monotonic()
         if 200 <= reply.status < 300:
             document = parse_json(reply.body)
             exchange.tokens = usage_tokens(document.get("usage") if document else None)
             if starved(document):
                 flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
                 exchange.starved = True
-        self.log_exchange(flow)
+        self.finish(flow, exchange)
+
+    def answer_locally(self, flow: http.HTTPFlow, exchange: Exchange, request: Request) -> None:
+        if request.endpoint is Endpoint.METRICS:
+            self.metrics.set_state(
+                {name: len(models) for name, models in self.inventory.models.items()},
+                self.breaker_states(),
+            )
+            headers = {"content-type": self.metrics.content_type}
+            flow.response = http.Response.make(200, self.metrics.exposition(), headers)
+        else:
+            body = local.answer(self.inventory, request, self.hosts, self.breaker_states())
+            flow.response = http.Response.make(200, body, JSON_HEADERS)
+        self.finish(flow, exchange)
+
+    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+        flow.response = http.Response.make(
+            error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)}
+        )
+        exchange.error = error.code
+        self.finish(flow, exchange)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -449,20 +510,21 @@ class GoModel:
         exchange = self.exchanges.get(flow)
         if exchange is None or exchange.job is None or flow.response is None:
             return
+        exchange.first_byte = time.monotonic()
         content_type = flow.response.headers.get("content-type", "")
         if 200 <= flow.response.status_code < 300 and content_type.startswith("text/event-stream"):
             summary = exchange.stream = StreamSummary()
-            flow.response.stream = self.stream_through(flow, summary)
+            flow.response.stream = self.stream_through(flow, exchange, summary)
 
     def stream_through(
-        self, flow: http.HTTPFlow, summary: StreamSummary
+        self, flow: http.HTTPFlow, exchange: Exchange, summary: StreamSummary
     ) -> Callable[[bytes], bytes]:
         def forward(chunk: bytes) -> bytes:
             try:
                 if chunk:
                     summary.feed(chunk)
                 else:  # mitmproxy's end-of-stream call
-                    self.log_exchange(flow)
+                    self.finish(flow, exchange)
             except Exception:
                 logger.exception("gomodel: failed to inspect a stream chunk")
             return chunk
@@ -475,69 +537,87 @@ class GoModel:
         if exchange is None or exchange.job is None or flow.response is None:
             return
         if not flow.response.stream:  # a streamed call that Oracle answered with an error
-            self.log_exchange(flow)
+            self.finish(flow, exchange)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.route is None:
+        if exchange is None or exchange.route is None or exchange.finished:
             return
-        logger.warning(
-            "gomodel: %s %s ended early: %s",
-            exchange.route.endpoint.value,
-            exchange.route.requested_model,
-            flow.error.msg if flow.error else "unknown error",
-        )
+        exchange.error = "client_gone" if flow.error else "ended_early"
+        self.finish(flow, exchange, f"ended early: {flow.error.msg if flow.error else '-'}")
 
     def breaker_states(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()
         return {name: breaker.snapshot(now) for name, breaker in self.breakers.items()}
 
-    def log_exchange(self, flow: http.HTTPFlow) -> None:
-        exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.route is None or exchange.logged:
+    def finish(self, flow: http.HTTPFlow, exchange: Exchange, *notes: str) -> None:
+        """Once per gateway request: the access log line, the metrics, mitmweb's comment."""
+        if exchange.finished:
             return
-        exchange.logged = True
+        exchange.finished = True
+        now = time.monotonic()
+        status = flow.response.status_code if flow.response else 0
+        record = AccessRecord(
+            method=flow.request.method,
+            path=exchange.client_path,
+            status=status,
+            seconds=now - exchange.started,
+            endpoint=exchange.request.endpoint.value if exchange.request else "",
+            error=exchange.error,
+            notes=list(notes),
+            first_byte_seconds=(
+                exchange.first_byte - exchange.started if exchange.first_byte else None
+            ),
+        )
+        if exchange.route is None:  # answered or refused by the gateway itself
+            self.metrics.record_local(record.endpoint or "unknown", status, exchange.error)
+            self.write_access(flow, exchange, record)
+            return
         if exchange.stream:
             exchange.tokens = exchange.stream.tokens()
             exchange.starved = exchange.stream.starved
         reply = exchange.final_reply
         target = reply.target if reply else exchange.route.target
-        status = flow.response.status_code if flow.response else 0
-        tokens_in, tokens_out = exchange.tokens
-        seconds = time.monotonic() - exchange.started
-        summary = (
-            f"gomodel {target.provider.name} {target.upstream_model} {status} "
-            f"in={_count(tokens_in)} out={_count(tokens_out)} {seconds:.2f}s"
-        )
         attempts = reply.attempts if reply else []
-        detail = ""
-        if len(attempts) > 1:
-            detail = " attempts: " + ", ".join(f"{a.provider} {a.outcome}" for a in attempts)
+        record.provider, record.model = target.provider.name, target.upstream_model
+        record.stream = exchange.route.stream
+        record.tokens_in, record.tokens_out = exchange.tokens
+        record.request_id = reply.request_id if reply else None
+        record.attempts = [f"{a.provider} {a.outcome}" for a in attempts]
         if changes := exchange.route.adjustments.get(target.provider.name):
-            detail += " adjusted: " + ", ".join(changes)
-        if exchange.job and exchange.job.broken:
-            detail += f" stream broken: {exchange.job.broken}"
-            flow.marked = ":warning:"
+            record.notes.append("adjusted: " + ", ".join(changes))
+        broken = bool(exchange.job and exchange.job.broken)
+        if broken:
+            record.notes.append(f"stream broken: {exchange.job.broken}")
         if exchange.starved:
-            logger.warning(
-                "gomodel: %s %s: %s", target.provider.name, target.upstream_model, STARVED_WARNING
-            )
-            flow.marked = ":warning:"
-        flow.comment = summary
+            record.notes.append("starved: " + STARVED_WARNING)
         flow.metadata["gomodel"]["provider"] = target.provider.name
-        logger.info(
-            "%s %s%s opc-request-id=%s%s",
-            summary,
+        self.metrics.record_call(
+            target.provider.name,
+            target.upstream_model,
             exchange.route.endpoint.value,
-            " stream" if exchange.stream else "",
-            (reply.request_id if reply else None) or "-",
-            detail,
+            status,
+            exchange.route.stream,
+            record.seconds,
+            record.first_byte_seconds,
+            exchange.tokens,
+            attempts,
+            broken,
         )
+        if self.settings.log_bodies:
+            record.request_body = clip(exchange.route.body)
+            if reply and not reply.stream:
+                record.response_body = clip(reply.body)
+        self.write_access(flow, exchange, record, warning=broken or exchange.starved)
 
-
-def _count(value: int | None) -> str:
-    return "-" if value is None else str(value)
+    def write_access(
+        self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord, warning: bool = False
+    ) -> None:
+        flow.comment = record.summary()
+        if record.status >= 400 or record.error or warning:
+            flow.marked = ":red_circle:" if record.status >= 400 or record.error else ":warning:"
+        self.settings.access_log.write(record, warning)
 
 
 def parse_json(body: bytes) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ class Endpoint(StrEnum):
     MODELS = "models"
     MODEL = "model"
     HEALTH = "health"
+    METRICS = "metrics"
     CHAT_COMPLETIONS = "chat/completions"
     RESPONSES = "responses"
 
@@ -33,11 +34,12 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/v1/chat/completions": ("POST", Endpoint.CHAT_COMPLETIONS),
     "/v1/responses": ("POST", Endpoint.RESPONSES),
     "/health": ("GET", Endpoint.HEALTH),
+    "/metrics": ("GET", Endpoint.METRICS),
 }
 MODEL_PREFIX = "/v1/models/"
 SUPPORTED = (
     "GET /v1/models, GET /v1/models/{model}, POST /v1/chat/completions, POST /v1/responses, "
-    "GET /health"
+    "GET /health, GET /metrics"
 )
 HOW_TO_ADD_MODELS = (
     "add it to ORACLE_MODELS (comma-separated) or to the provider's models: list in config.yaml"

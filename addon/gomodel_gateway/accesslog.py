@@ -1,0 +1,111 @@
+"""The access log: one line per gateway request, as text or JSON, in mitmproxy's log or a file.
+
+Never a key. Prompts and completions only when `gomodel_log_bodies` asks for them.
+"""
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+logger = logging.getLogger("gomodel")
+
+LogFormat = Literal["text", "json"]
+MAX_LOGGED_BODY = 4000
+
+
+@dataclass
+class AccessRecord:
+    method: str
+    path: str
+    status: int
+    seconds: float
+    provider: str = "gateway"  # the provider that answered; "gateway" when answered locally
+    model: str = ""
+    endpoint: str = ""
+    stream: bool = False
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    first_byte_seconds: float | None = None
+    request_id: str | None = None  # Oracle's opc-request-id
+    error: str | None = None  # the error code of a refused or failed request
+    attempts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    request_body: str | None = None
+    response_body: str | None = None
+
+    def summary(self) -> str:
+        """The short form used for mitmweb's flow comment."""
+        if self.provider == "gateway":
+            return f"gomodel {self.endpoint or 'request'} {self.status}" + (
+                f" {self.error}" if self.error else ""
+            )
+        return (
+            f"gomodel {self.provider} {self.model} {self.status} in={_count(self.tokens_in)} "
+            f"out={_count(self.tokens_out)} {self.seconds:.2f}s"
+        )
+
+    def text(self) -> str:
+        parts = [self.summary(), f"{self.method} {self.path}"]
+        if self.stream:
+            parts.append("stream")
+        if self.first_byte_seconds is not None:
+            parts.append(f"first-byte={self.first_byte_seconds:.3f}s")
+        parts.append(f"opc-request-id={self.request_id or '-'}")
+        if len(self.attempts) > 1:
+            parts.append("attempts: " + ", ".join(self.attempts))
+        parts += self.notes
+        if self.request_body is not None:
+            parts.append(f"request={self.request_body!r}")
+        if self.response_body is not None:
+            parts.append(f"response={self.response_body!r}")
+        return " ".join(parts)
+
+    def json(self) -> str:
+        record = {"time": round(time.time(), 3), **asdict(self)}
+        record["seconds"] = round(self.seconds, 4)
+        if self.first_byte_seconds is not None:
+            record["first_byte_seconds"] = round(self.first_byte_seconds, 4)
+        return json.dumps({k: v for k, v in record.items() if v not in (None, [], "")})
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def clip(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    return text if len(text) <= MAX_LOGGED_BODY else text[:MAX_LOGGED_BODY] + "...[cut]"
+
+
+class AccessLog:
+    def __init__(self, log_format: LogFormat = "text", path: Path | None = None) -> None:
+        self.format = log_format
+        self.path = path
+        self.lock = threading.Lock()
+
+    def write(self, record: AccessRecord, warning: bool = False) -> None:
+        line = record.json() if self.format == "json" else record.text()
+        if self.path is None:
+            (logger.warning if warning else logger.info)(line)
+            return
+        with self.lock, self.path.open("a", encoding="utf-8") as sink:
+            sink.write(line + "\n")
+
+
+def parse_bool(value: str, option: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0", ""):
+        return False
+    raise ValueError(f"{option}: {value!r} is not true or false")
+
+
+def parse_format(value: str) -> LogFormat:
+    if value not in ("text", "json"):
+        raise ValueError(f"gomodel_access_log_format: {value!r} is not text or json")
+    return value  # type: ignore[return-value]

@@ -1,0 +1,150 @@
+"""Prometheus metrics (prometheus-client), served at GET /metrics on the gateway hostnames.
+
+Labels are bounded: providers and models come from the configuration and discovery, never from
+what a client sent (a rejected request is counted by its error code only).
+"""
+
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from .transport import Attempt
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def attempt_kind(outcome: str) -> str:
+    """An attempt's outcome as a bounded label: the status code, or what kind of failure."""
+    if outcome.isdigit():
+        return outcome
+    if "timeout" in outcome:
+        return "timeout"
+    if outcome.startswith("dropped"):
+        return "dropped"
+    return "connection"
+
+
+def is_failure(outcome: str) -> bool:
+    return not outcome.isdigit() or outcome == "429" or outcome.startswith("5")
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gomodel_requests",
+            "Gateway requests answered, by provider ('gateway' for those "
+            "answered locally or refused), model, endpoint and status.",
+            ["provider", "model", "endpoint", "status"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gomodel_rejected_requests",
+            "Requests the gateway refused, by error code.",
+            ["code", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gomodel_request_duration_seconds",
+            "Time from request to the end of the response.",
+            ["provider", "endpoint", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_byte = Histogram(
+            "gomodel_time_to_first_byte_seconds",
+            "Time from request to the response (a stream's first chunk) leaving for the client.",
+            ["provider", "endpoint", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gomodel_tokens",
+            "Tokens Oracle reported, by direction (input or output).",
+            ["provider", "model", "direction"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gomodel_upstream_errors",
+            "Failed attempts at Oracle: a status, or a connection "
+            "failure, timeout or dropped connection.",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gomodel_retries", "Attempts repeated at the same provider.", ["provider"], registry=r
+        )
+        self.failovers = Counter(
+            "gomodel_failovers",
+            "Calls moved from one provider to another.",
+            ["from_provider", "to_provider"],
+            registry=r,
+        )
+        self.broken_streams = Counter(
+            "gomodel_broken_streams", "Streams Oracle ended early.", ["provider"], registry=r
+        )
+        self.models = Gauge(
+            "gomodel_models", "Models in the inventory, per provider.", ["provider"], registry=r
+        )
+        self.circuit_open = Gauge(
+            "gomodel_circuit_open",
+            "1 while a provider's circuit breaker is open.",
+            ["provider"],
+            registry=r,
+        )
+
+    def record_call(
+        self,
+        provider: str,
+        model: str,
+        endpoint: str,
+        status: int,
+        stream: bool,
+        seconds: float,
+        first_byte: float | None,
+        tokens: tuple[int | None, int | None],
+        attempts: Sequence[Attempt],
+        broken: bool,
+    ) -> None:
+        kind = "true" if stream else "false"
+        self.requests.labels(provider, model, endpoint, str(status)).inc()
+        self.latency.labels(provider, endpoint, kind).observe(seconds)
+        if first_byte is not None:
+            self.first_byte.labels(provider, endpoint, kind).observe(first_byte)
+        for direction, count in zip(("input", "output"), tokens, strict=True):
+            if count:
+                self.tokens.labels(provider, model, direction).inc(count)
+        previous: Attempt | None = None
+        for attempt in attempts:
+            if is_failure(attempt.outcome):
+                self.upstream_errors.labels(attempt.provider, attempt_kind(attempt.outcome)).inc()
+            if previous is not None:
+                if previous.provider == attempt.provider:
+                    self.retries.labels(attempt.provider).inc()
+                else:
+                    self.failovers.labels(previous.provider, attempt.provider).inc()
+            previous = attempt
+        if broken:
+            self.broken_streams.labels(provider).inc()
+
+    def record_local(self, endpoint: str, status: int, code: str | None) -> None:
+        self.requests.labels("gateway", "", endpoint, str(status)).inc()
+        if status >= 400:
+            self.rejected.labels(code or "", str(status)).inc()
+
+    def set_state(
+        self, models: Mapping[str, int], circuits: Mapping[str, Mapping[str, object]]
+    ) -> None:
+        self.models.clear()
+        self.circuit_open.clear()
+        for provider, count in models.items():
+            self.models.labels(provider).set(count)
+            state = circuits.get(provider, {}).get("state")
+            self.circuit_open.labels(provider).set(1 if state == "open" else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
