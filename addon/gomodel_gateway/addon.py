@@ -418,10 +418,14 @@ class GoModel:
             started=time.monotonic(), client_path=flow.request.path
         )
         headers = flow.request.headers
+        authorization = headers.get("authorization")
+        for name in CLIENT_CREDENTIAL_HEADERS:  # never forwarded; not for mitmweb or flow files
+            if name in headers:
+                headers[name] = REDACTED
         try:
             exchange.request = classify(flow.request.method, flow.request.path)
             if exchange.request.endpoint is not Endpoint.HEALTH:
-                check_client_key(headers.get("authorization"), self.config.master_keys)
+                check_client_key(authorization, self.config.master_keys)
             check_declared_body(
                 headers.get("content-length"),
                 headers.get("content-encoding"),
@@ -448,9 +452,6 @@ class GoModel:
             return
         exchange.route = planned
         client_headers = list(flow.request.headers.items(multi=True))
-        for name in CLIENT_CREDENTIAL_HEADERS:  # checked already; not for mitmweb or flow files
-            if name in flow.request.headers:
-                flow.request.headers[name] = REDACTED
         flow.metadata["gomodel"] = {
             "requested_model": planned.requested_model,
             "upstream_model": planned.target.upstream_model,
