@@ -544,6 +544,18 @@ def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> No
         ),
         pytest.param(
             "",
+            ("--set", "gomodel_access_log_format=xml"),
+            "gomodel_access_log_format: 'xml' is not text or json",
+            id="log-format",
+        ),
+        pytest.param(
+            "",
+            ("--set", "gomodel_stream_usage=maybe"),
+            "gomodel_stream_usage: 'maybe' is not true or false",
+            id="boolean",
+        ),
+        pytest.param(
+            "",
             ("--set", "gomodel_bogus=1"),
             "unknown option(s): gomodel_bogus",
             id="misspelled-option",

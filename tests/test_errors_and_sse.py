@@ -4,7 +4,9 @@ import json
 
 import pytest
 from gomodel_gateway.errors import error_body, from_oracle
-from gomodel_gateway.sse import Event, SSEParser, StreamSummary, usage_tokens
+from gomodel_gateway.sse import Event, SSEParser, StreamSummary, UsageChunkFilter, usage_tokens
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def error_of(body: bytes) -> dict:
@@ -167,3 +169,34 @@ def test_stream_summary_reads_responses_usage_and_errors() -> None:
 )
 def test_usage_tokens(usage, expected) -> None:
     assert usage_tokens(usage) == expected
+
+
+USAGE_STREAM = (
+    b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+    b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+    b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}\n\n'
+    b"data: [DONE]\n\n"
+)
+WITHOUT_USAGE = USAGE_STREAM.replace(
+    b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}\n\n', b""
+)
+
+
+@given(cuts=st.lists(st.integers(0, len(USAGE_STREAM)), max_size=12))
+def test_the_usage_chunk_is_dropped_however_the_stream_is_cut(cuts: list[int]) -> None:
+    hide, start, out = UsageChunkFilter(), 0, b""
+    for cut in sorted(set(cuts)):
+        out += hide.feed(USAGE_STREAM[start:cut])
+        start = max(start, cut)
+    out += hide.feed(USAGE_STREAM[start:]) + hide.feed(b"")
+    assert out == WITHOUT_USAGE
+
+
+def test_the_usage_filter_passes_complete_events_at_once_and_keeps_other_bytes() -> None:
+    hide = UsageChunkFilter()
+    assert (
+        hide.feed(b'data: {"choices": [1]}\r\n\r\ndata: par') == b'data: {"choices": [1]}\r\n\r\n'
+    )
+    assert hide.feed(b"tial\n\n: comment\n\n") == b"data: partial\n\n: comment\n\n"
+    assert hide.feed(b"data: unterminated") == b""
+    assert hide.feed(b"") == b"data: unterminated"

@@ -231,3 +231,40 @@ def test_metrics_need_the_master_key_when_one_is_set(tmp_path: Path, chicago: Si
     assert (
         value(samples, "gomodel_rejected_requests_total", code="invalid_api_key", status="401") == 1
     )
+
+
+def test_stream_usage_is_asked_for_counted_and_hidden_from_clients_that_did_not_ask(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    gateway = start_gateway(
+        tmp_path,
+        {
+            "ORACLE_BASE_URL": chicago.base_url(),
+            "ORACLE_API_KEY": CHICAGO_KEY,
+            "ORACLE_MODELS": "xai.grok-4",
+        },
+        "--set",
+        "gomodel_stream_usage=true",
+        ca=chicago.ca,
+    )
+    try:
+        api = client(gateway)
+        plain = list(api.chat.completions.create(model="xai.grok-4", messages=HELLO, stream=True))
+        asked = list(
+            api.chat.completions.create(
+                model="xai.grok-4",
+                messages=HELLO,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    finally:
+        gateway.stop()
+    assert all(chunk.choices for chunk in plain) and plain[-1].usage is None
+    assert asked[-1].choices == [] and asked[-1].usage.completion_tokens > 0
+    first, second = (r["body"] for r in chicago.posts())
+    assert second["stream_options"] == {"include_usage": True}  # the client's own
+    assert first["stream_options"] == {"include_usage": True}
+    lines = [line for line in gateway.log().splitlines() if "gomodel oracle xai.grok-4 200" in line]
+    assert len(lines) == 2 and all(" out=- " not in line for line in lines)
+    assert "stream_options.include_usage added" in lines[0]

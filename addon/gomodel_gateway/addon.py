@@ -52,7 +52,7 @@ from .routing import (
     classify,
     route,
 )
-from .sse import StreamSummary, usage_tokens
+from .sse import StreamSummary, UsageChunkFilter, usage_tokens
 from .transport import Reply, Transport
 from .upstream import CLIENT_CREDENTIAL_HEADERS
 from .watch import watch_file
@@ -68,6 +68,7 @@ OPTIONS = frozenset(
         "gomodel_access_log_format",
         "gomodel_access_log_file",
         "gomodel_log_bodies",
+        "gomodel_stream_usage",
     }
 )
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -153,6 +154,7 @@ class Settings:
     max_body_size: int
     access_log: AccessLog = field(default_factory=AccessLog)
     log_bodies: bool = False
+    stream_usage: bool = False
 
 
 def read_settings() -> Settings:
@@ -168,6 +170,7 @@ def read_settings() -> Settings:
     try:
         log_format = parse_format(ctx.options.gomodel_access_log_format)
         log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
+        stream_usage = parse_bool(ctx.options.gomodel_stream_usage, "gomodel_stream_usage")
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
     log_file = ctx.options.gomodel_access_log_file
@@ -175,7 +178,7 @@ def read_settings() -> Settings:
     explicit = bool(ctx.options.gomodel_config)
     path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
     config = load_config(path, os.environ, required=explicit)
-    return Settings(hosts, config, path, max_body_size, access_log, log_bodies)
+    return Settings(hosts, config, path, max_body_size, access_log, log_bodies, stream_usage)
 
 
 class GoModel:
@@ -240,6 +243,16 @@ class GoModel:
             "",
             """
             Append the access log to this file. Empty: write it to mitmproxy's own log.
+            """,
+        )
+        loader.add_option(
+            "gomodel_stream_usage",
+            str,
+            "false",
+            """
+            true: ask Oracle for the usage of every chat stream (stream_options.include_usage),
+            so tokens are counted, and drop that extra chunk from streams whose client did not
+            ask for it. Off by default: Oracle has refused stream_options for some models.
             """,
         )
         loader.add_option(
@@ -446,7 +459,7 @@ class GoModel:
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), self.settings.max_body_size)
-            planned = route(inventory, request, content)
+            planned = route(inventory, request, content, self.settings.stream_usage)
         except GatewayError as e:
             self.refuse(flow, exchange, e)
             return
@@ -520,6 +533,8 @@ class GoModel:
     def stream_through(
         self, flow: http.HTTPFlow, exchange: Exchange, summary: StreamSummary
     ) -> Callable[[bytes], bytes]:
+        hide_usage = UsageChunkFilter() if exchange.route and exchange.route.usage_added else None
+
         def forward(chunk: bytes) -> bytes:
             try:
                 if chunk:
@@ -528,7 +543,7 @@ class GoModel:
                     self.finish(flow, exchange)
             except Exception:
                 logger.exception("gomodel: failed to inspect a stream chunk")
-            return chunk
+            return hide_usage.feed(chunk) if hide_usage else chunk
 
         return forward
 

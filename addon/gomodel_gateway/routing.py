@@ -65,6 +65,7 @@ class Route:
     bodies: Mapping[str, bytes]
     query: str = ""
     adjustments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    usage_added: bool = False  # the gateway asked for the stream's usage chunk, not the client
 
     @property
     def target(self) -> Target:
@@ -250,17 +251,32 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
         )
 
 
-def route(inventory: Inventory, request: Request, body: bytes) -> Route:
-    """Validate a chat/responses body and choose its provider and upstream model id."""
+def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool = False) -> Route:
+    """Validate a chat/responses body and choose its provider and upstream model id.
+
+    With `ask_usage`, a chat stream whose client did not ask for the final usage chunk gets it
+    asked for (the gateway then counts its tokens, and drops that chunk from the client's stream).
+    """
     document = parse_json_object(body)
     model = _requested_model(document)
     stream = _stream_flag(document)
     _check_inputs(request.endpoint, document)
     candidates = resolve_model(inventory, model)
+    options = document.get("stream_options")
+    usage_added = (
+        ask_usage
+        and stream
+        and request.endpoint is Endpoint.CHAT_COMPLETIONS
+        and (options is None or isinstance(options, dict))
+        and not (options or {}).get("include_usage")
+    )
     bodies, adjustments = {}, {}
     for target in candidates:
         adapted = dict(document, model=target.upstream_model)
         changes = adapt(adapted, target.upstream_model, target.provider.rules)
+        if usage_added:
+            adapted["stream_options"] = {**(options or {}), "include_usage": True}
+            changes.append("stream_options.include_usage added")
         name = target.provider.name
         if changes or target.upstream_model != model:
             bodies[name] = json.dumps(adapted, ensure_ascii=False).encode()
@@ -268,4 +284,13 @@ def route(inventory: Inventory, request: Request, body: bytes) -> Route:
             bodies[name] = body
         if changes:
             adjustments[name] = tuple(changes)
-    return Route(request.endpoint, candidates, model, stream, bodies, request.query, adjustments)
+    return Route(
+        request.endpoint,
+        candidates,
+        model,
+        stream,
+        bodies,
+        request.query,
+        adjustments,
+        usage_added,
+    )

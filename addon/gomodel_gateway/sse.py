@@ -147,3 +147,49 @@ def error_event(message: str, code: str, *, responses_api: bool) -> bytes:
         return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
     error = {"message": message, "type": "api_error", "param": None, "code": code}
     return f"data: {json.dumps({'error': error})}\n\n".encode()
+
+
+EVENT_END = (b"\r\n\r\n", b"\n\n", b"\r\r")
+
+
+def _block_end(buffer: bytes) -> tuple[int, int] | None:
+    """(end of the first complete event block, start of the next), if there is one."""
+    found = [(buffer.find(mark), len(mark)) for mark in EVENT_END]
+    hits = [(at, size) for at, size in found if at != -1]
+    if not hits:
+        return None
+    at, size = min(hits)
+    return at + size, at + size
+
+
+@dataclass
+class UsageChunkFilter:
+    """Drops chat streams' usage-only chunk (empty `choices`, a `usage`), which the gateway asked
+    Oracle for on the client's behalf; every other byte passes unchanged, an event as soon as it
+    is complete."""
+
+    _buffer: bytes = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What to pass on now; b"" at the end of the stream flushes the rest."""
+        if not chunk:
+            rest, self._buffer = self._buffer, b""
+            return rest
+        self._buffer += chunk
+        out = []
+        while end := _block_end(self._buffer):
+            block, self._buffer = self._buffer[: end[0]], self._buffer[end[1] :]
+            if not _is_usage_only(block):
+                out.append(block)
+        return b"".join(out)
+
+
+def _is_usage_only(block: bytes) -> bool:
+    events = SSEParser().feed(block + b"\n\n")
+    if len(events) != 1:
+        return False
+    try:
+        payload = safejson.loads(events[0].data)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("choices") == [] and "usage" in payload
