@@ -21,7 +21,6 @@ import platform
 import random
 import secrets
 import shutil
-import socket
 import ssl
 import statistics
 import sys
@@ -33,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from processes import REPO, Process, Simulator, clean_env, spawn, start_gateway, start_simulator
+from processes import (
+    REPO,
+    Process,
+    Simulator,
+    clean_env,
+    free_port,
+    spawn,
+    start_gateway,
+    start_simulator,
+)
 
 ORACLE_KEY = "sk-bench-oracle"
 MODEL = "xai.grok-4"
@@ -248,12 +256,6 @@ def wait_until_up(url: str, process: Process, timeout: float) -> bool:
         except OSError:
             time.sleep(0.5)
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- workloads ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ADDON = REPO / "addon" / "gomodel.py"
 SIMULATOR = REPO / "scripts" / "oracle_simulator.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+MITMWEB = Path(sys.executable).parent / "mitmweb"
 STARTUP_TIMEOUT = 30.0
 # Variables of the machine that would change what the gateway or a client does.
 CLEARED_ENV = re.compile(r"^(ORACLE_|GOMODEL_|(HTTPS?|ALL|NO)_PROXY$|SSL_CERT_)", re.IGNORECASE)
@@ -59,6 +61,13 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to take, or to be refused by)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def spawn(args: list[str], output: Path, env: dict[str, str]) -> Process:
@@ -152,9 +161,12 @@ class Gateway:
         self.process.stop()
 
 
-def mitmdump_args(confdir: Path, ca: Path | None, *options: str) -> list[str]:
+def mitmdump_args(
+    confdir: Path, ca: Path | None, *options: str, tool: Path = MITMDUMP
+) -> list[str]:
+    """mitmdump (or mitmweb) with the addon on a free loopback port."""
     args = [
-        str(MITMDUMP),
+        str(tool),
         "--listen-host",
         "127.0.0.1",
         "-p",
@@ -180,6 +192,32 @@ def start_gateway(
     )
     match = process.wait_for(r"proxy listening at \S+:(\d+)")
     return Gateway(process, int(match.group(1)), confdir)
+
+
+def start_mitmweb(
+    workdir: Path,
+    env: dict[str, str],
+    web_port: int,
+    password: str,
+    *options: str,
+    ca: Path | None = None,
+) -> Gateway:
+    """mitmweb with the addon, its UI on 127.0.0.1:web_port behind `password`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    web = [
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(web_port),
+        "--set",
+        "web_open_browser=false",
+        "--set",
+        f"web_password={password}",
+    ]
+    args = mitmdump_args(workdir / "mitmproxy", ca, *web, *options, tool=MITMWEB)
+    process = spawn(args, workdir / "mitmweb.log", clean_env(**env))
+    match = process.wait_for(r"proxy listening at \S+:(\d+)")
+    return Gateway(process, int(match.group(1)), workdir / "mitmproxy")
 
 
 def run_mitmdump_until_exit(

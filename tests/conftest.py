@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from openai import DefaultHttpxClient, OpenAI
 from processes import Gateway, Simulator, start_gateway, start_simulator
 
 # `pytest --hypothesis-profile=deep` for a long fuzzing run.
@@ -31,6 +32,16 @@ providers:
     models: {FRANKFURT_MODELS}
     models_mode: allowlist
 """
+
+
+def openai_client(gateway: Gateway, key: str = CLIENT_KEY) -> OpenAI:
+    """The official SDK straight to the gateway's port, its own retries off."""
+    return OpenAI(
+        base_url=f"{gateway.url}/v1",
+        api_key=key,
+        max_retries=0,
+        http_client=DefaultHttpxClient(trust_env=False),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ from gomodel_gateway import addon as gateway_addon
 real_route = gateway_addon.route
 
 
-def failing_route(inventory, request, body):
+def failing_route(inventory, request, body, *rest):  # the same arguments as route()
     if b"boom.model" in body:
         raise RuntimeError("injected routing failure")
-    return real_route(inventory, request, body)
+    return real_route(inventory, request, body, *rest)
 
 
 gateway_addon.route = failing_route

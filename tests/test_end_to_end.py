@@ -23,13 +23,13 @@ from conftest import (
 )
 from openai import DefaultHttpxClient, OpenAI
 from processes import (
-    ADDON,
     Gateway,
     Simulator,
     clean_env,
+    free_port,
     run_mitmdump_until_exit,
-    spawn,
     start_gateway,
+    start_mitmweb,
 )
 
 WAYS_IN = ["direct", "http_proxy", "https_proxy"]
@@ -478,40 +478,20 @@ def test_unreachable_oracle_is_a_502_naming_provider_and_host(env_gateway) -> No
 
 
 def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> None:
-
-    mitmweb = Path(sys.executable).parent / "mitmweb"
-    process = spawn(
-        [
-            str(mitmweb),
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--web-host",
-            "127.0.0.1",
-            "--web-port",
-            "0",
-            "--set",
-            "web_open_browser=false",
-            "--set",
-            "web_password=test",
-            "--set",
-            f"confdir={tmp_path / 'conf'}",
-            "-s",
-            str(ADDON),
-        ],
-        tmp_path / "mitmweb.log",
-        clean_env(
-            ORACLE_BASE_URL=chicago.base_url(),
-            ORACLE_API_KEY=CHICAGO_KEY,
-            ORACLE_MODELS="xai.grok-4",
-        ),
+    mitmweb = start_mitmweb(
+        tmp_path,
+        {
+            "ORACLE_BASE_URL": chicago.base_url(),
+            "ORACLE_API_KEY": CHICAGO_KEY,
+            "ORACLE_MODELS": "xai.grok-4",
+        },
+        free_port(),
+        "test",
     )
     try:
-        port = int(process.wait_for(r"proxy listening at \S+:(\d+)").group(1))
-        models = json.loads(curl(f"http://127.0.0.1:{port}/v1/models").stdout)
+        models = json.loads(curl(f"{mitmweb.url}/v1/models").stdout)
     finally:
-        process.stop()
+        mitmweb.stop()
     assert [m["id"] for m in models["data"]] == ["xai.grok-4"]
 
 

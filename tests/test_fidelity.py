@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import oci
 import pytest
-from conftest import CHICAGO_KEY
+from conftest import CHICAGO_KEY, openai_client
 from fake_control_plane import (
     COMPARTMENT,
     TENANCY,
@@ -25,7 +25,6 @@ from gomodel_gateway.adapt import ModelRules, adapt, starved
 from gomodel_gateway.config import Provider
 from gomodel_gateway.discovery import DiscoveryError
 from gomodel_gateway.oci_discovery import fetch_oci_models, select_chat_models
-from openai import DefaultHttpxClient, OpenAI
 from processes import REPO, Gateway, Simulator, clean_env, start_gateway
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -234,15 +233,6 @@ def test_discovery_without_the_oci_package_says_how_to_install_it(
         fetch_oci_models(provider, None)
 
 
-def client(gateway: Gateway) -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key="c",
-        max_retries=0,
-        http_client=DefaultHttpxClient(trust_env=False),
-    )
-
-
 def test_a_gateway_with_oci_discovery_needs_no_model_list(
     identity, tmp_path: Path, chicago: Simulator
 ) -> None:
@@ -259,10 +249,12 @@ def test_a_gateway_with_oci_discovery_needs_no_model_list(
         gateway = start_gateway(tmp_path / "gw", {}, "--set", f"gomodel_config={config}", ca=bundle)
         try:
             deadline = time.monotonic() + 15
-            while not (ids := [m.id for m in client(gateway).models.list().data]):
+            while not (ids := [m.id for m in openai_client(gateway).models.list().data]):
                 assert time.monotonic() < deadline, gateway.log()
                 time.sleep(0.2)
-            reply = client(gateway).chat.completions.create(model="xai.grok-4", messages=HELLO)
+            reply = openai_client(gateway).chat.completions.create(
+                model="xai.grok-4", messages=HELLO
+            )
         finally:
             gateway.stop()
     assert ids == ["openai.gpt-oss-120b", "xai.grok-4", "google.gemini-2.5-flash"]
@@ -290,7 +282,7 @@ def test_failed_oci_discovery_falls_back_to_the_configured_list_with_a_warning(
             while "model discovery unavailable" not in gateway.log():
                 assert time.monotonic() < deadline, gateway.log()
                 time.sleep(0.2)
-            ids = [m.id for m in client(gateway).models.list().data]
+            ids = [m.id for m in openai_client(gateway).models.list().data]
         finally:
             gateway.stop()
     assert ids == ["xai.grok-4"]
@@ -397,7 +389,7 @@ def rules_gateway(tmp_path: Path, chicago: Simulator):
 def test_a_small_budget_is_raised_so_the_reasoning_model_answers(
     rules_gateway: Gateway, chicago: Simulator
 ) -> None:
-    reply = client(rules_gateway).chat.completions.create(
+    reply = openai_client(rules_gateway).chat.completions.create(
         model="openai.gpt-oss-120b", messages=HELLO, max_tokens=10
     )
     assert reply.choices[0].message.content  # the simulator thinks for 200 tokens first
@@ -408,7 +400,7 @@ def test_a_small_budget_is_raised_so_the_reasoning_model_answers(
 def test_a_starved_answer_carries_a_warning_header_and_a_log_line(
     rules_gateway: Gateway, chicago: Simulator
 ) -> None:
-    raw = client(rules_gateway).chat.completions.with_raw_response.create(
+    raw = openai_client(rules_gateway).chat.completions.with_raw_response.create(
         model="openai.gpt-oss-20b", messages=HELLO, max_tokens=10
     )
     assert raw.parse().choices[0].finish_reason == "length"
@@ -418,7 +410,7 @@ def test_a_starved_answer_carries_a_warning_header_and_a_log_line(
 
 def test_a_starved_stream_is_logged(rules_gateway: Gateway) -> None:
     list(
-        client(rules_gateway).chat.completions.create(
+        openai_client(rules_gateway).chat.completions.create(
             model="openai.gpt-oss-20b", messages=HELLO, max_tokens=10, stream=True
         )
     )
@@ -429,7 +421,9 @@ def test_a_starved_stream_is_logged(rules_gateway: Gateway) -> None:
 
 
 def test_parameter_map_renames_for_its_model(rules_gateway: Gateway, chicago: Simulator) -> None:
-    client(rules_gateway).chat.completions.create(model="xai.grok-3", messages=HELLO, max_tokens=50)
+    openai_client(rules_gateway).chat.completions.create(
+        model="xai.grok-3", messages=HELLO, max_tokens=50
+    )
     body = chicago.posts()[0]["body"]
     assert body["max_completion_tokens"] == 50 and "max_tokens" not in body
 
@@ -437,7 +431,7 @@ def test_parameter_map_renames_for_its_model(rules_gateway: Gateway, chicago: Si
 def test_the_provider_project_is_sent_unless_the_client_names_one(
     rules_gateway: Gateway, chicago: Simulator
 ) -> None:
-    api = client(rules_gateway)
+    api = openai_client(rules_gateway)
     api.responses.create(model="openai.gpt-oss-120b", input="hi")
     api.responses.create(
         model="openai.gpt-oss-120b",

@@ -7,9 +7,7 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import aiohttp
 import pytest
 from conftest import CHICAGO_KEY
 from openai import DefaultHttpxClient, OpenAI
-from processes import ADDON, REPO, Process, Simulator, clean_env, spawn
+from processes import REPO, Simulator, free_port, start_mitmweb
 
 WEB_PASSWORD = "browser-test-password"
 # The comment column, where the gateway explains each call, before the long paths.
@@ -50,12 +48,6 @@ def chromium() -> str:
         if result.returncode or not shutil.which("chromium"):
             pytest.skip(f"Chromium could not be installed: {result.stderr.strip()[-300:]}")
     return shutil.which("chromium") or "chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class DevTools:
@@ -136,41 +128,22 @@ def test_mitmweb_explains_every_gateway_call_and_shows_no_key(
     tmp_path: Path, chicago: Simulator
 ) -> None:
     web_port = free_port()
-    mitmweb: Process = spawn(
-        [
-            str(Path(sys.executable).parent / "mitmweb"),
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--web-host",
-            "127.0.0.1",
-            "--web-port",
-            str(web_port),
-            "--set",
-            "web_open_browser=false",
-            "--set",
-            f"web_password={WEB_PASSWORD}",
-            "--set",
-            f"confdir={tmp_path / 'conf'}",
-            "--set",
-            f"ssl_verify_upstream_trusted_ca={chicago.ca}",
-            *(f"--set=web_columns={column}" for column in WEB_COLUMNS),
-            "-s",
-            str(ADDON),
-        ],
-        tmp_path / "mitmweb.log",
-        clean_env(
-            ORACLE_BASE_URL=chicago.base_url(),
-            ORACLE_API_KEY=CHICAGO_KEY,
-            ORACLE_MODELS="xai.grok-4,openai.gpt-oss-20b",
-        ),
+    mitmweb = start_mitmweb(
+        tmp_path,
+        {
+            "ORACLE_BASE_URL": chicago.base_url(),
+            "ORACLE_API_KEY": CHICAGO_KEY,
+            "ORACLE_MODELS": "xai.grok-4,openai.gpt-oss-20b",
+        },
+        web_port,
+        WEB_PASSWORD,
+        *(f"--set=web_columns={column}" for column in WEB_COLUMNS),
+        ca=chicago.ca,
     )
     browser = None
     try:
-        proxy_port = int(mitmweb.wait_for(r"proxy listening at \S+:(\d+)").group(1))
         api = OpenAI(
-            base_url=f"http://127.0.0.1:{proxy_port}/v1",
+            base_url=f"{mitmweb.url}/v1",
             api_key="client-key",
             max_retries=0,
             http_client=DefaultHttpxClient(trust_env=False),

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHICAGO_KEY, FRANKFURT_KEY
-from openai import DefaultHttpxClient, OpenAI
+from conftest import CHICAGO_KEY, FRANKFURT_KEY, openai_client
 from processes import Gateway, Simulator, clean_env, start_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -44,15 +43,6 @@ def observed(
     gateway.stop()
 
 
-def client(gateway: Gateway, key: str = "c") -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key=key,
-        max_retries=0,
-        http_client=DefaultHttpxClient(trust_env=False),
-    )
-
-
 def scrape(gateway: Gateway, *headers: str) -> tuple[int, dict[tuple, float]]:
     args = ["curl", "-sS", "-w", "\n%{http_code}", f"{gateway.url}/metrics"]
     for header in headers:
@@ -73,7 +63,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def exercise(gateway: Gateway, chicago: Simulator) -> None:
-    api = client(gateway)
+    api = openai_client(gateway)
     api.chat.completions.create(model="xai.grok-4", messages=HELLO)
     list(
         api.chat.completions.create(
@@ -203,7 +193,7 @@ def test_bodies_are_logged_only_when_asked(tmp_path: Path, chicago: Simulator) -
         ca=chicago.ca,
     )
     try:
-        client(gateway).chat.completions.create(model="xai.grok-4", messages=HELLO)
+        openai_client(gateway).chat.completions.create(model="xai.grok-4", messages=HELLO)
     finally:
         gateway.stop()
     line = next(line for line in gateway.log().splitlines() if "gomodel oracle xai.grok-4" in line)
@@ -248,7 +238,7 @@ def test_stream_usage_is_asked_for_counted_and_hidden_from_clients_that_did_not_
         ca=chicago.ca,
     )
     try:
-        api = client(gateway)
+        api = openai_client(gateway)
         plain = list(api.chat.completions.create(model="xai.grok-4", messages=HELLO, stream=True))
         asked = list(
             api.chat.completions.create(

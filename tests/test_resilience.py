@@ -3,7 +3,6 @@ Oracles that fail on cue."""
 
 import asyncio
 import json
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -25,6 +24,7 @@ from gomodel_gateway.resilience import (
 )
 from gomodel_gateway.routing import Endpoint, Route
 from gomodel_gateway.transport import Transport
+from processes import free_port
 
 FAST = RetryPolicy(max_retries=2, backoff_initial=0.01, backoff_max=0.02)
 
@@ -145,14 +145,8 @@ def test_bad_policies_are_configuration_errors(tmp_path, text: str, message: str
 
 
 def provider(name: str, oracle: FakeOracle | None, **timeouts: float) -> Provider:
-    base_url = oracle.base_url if oracle else f"https://127.0.0.1:{closed_port()}/v1"
+    base_url = oracle.base_url if oracle else f"https://127.0.0.1:{free_port()}/v1"
     return Provider(name, base_url, f"sk-{name}", ("m.one",), timeouts=Timeouts(**timeouts))
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def chat_route(*providers: Provider, stream: bool = False) -> Route:

@@ -2,7 +2,6 @@
 (its own retries off): retries, failover, timeouts, circuit breakers and broken streams."""
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -10,17 +9,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import CHICAGO_KEY, FRANKFURT_KEY
-from openai import DefaultHttpxClient, OpenAI
-from processes import Gateway, Simulator, clean_env, start_gateway
+from conftest import CHICAGO_KEY, FRANKFURT_KEY, openai_client
+from processes import Gateway, Simulator, clean_env, free_port, start_gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -38,9 +30,9 @@ def regions(
         "retries: {max_retries: 2, backoff_initial: 0.05, backoff_max: 0.1}\n"
         "failover: {failure_threshold: 3, cooldown_seconds: 30}\n"
         "providers:\n"
-        f"  oracle-down: {{base_url: 'https://127.0.0.1:{closed_port()}/v1', api_key: k1,"
+        f"  oracle-down: {{base_url: 'https://127.0.0.1:{free_port()}/v1', api_key: k1,"
         " models: [openai.gpt-oss-20b, xai.grok-3], models_mode: allowlist}\n"
-        f"  oracle-down2: {{base_url: 'https://127.0.0.1:{closed_port()}/v1', api_key: k2,"
+        f"  oracle-down2: {{base_url: 'https://127.0.0.1:{free_port()}/v1', api_key: k2,"
         " models: [xai.grok-3], models_mode: allowlist}\n"
         f"  oracle: {{base_url: '{chicago.base_url()}', api_key: {CHICAGO_KEY}, models_mode:"
         " allowlist, models: [openai.gpt-oss-20b, openai.gpt-oss-120b, xai.grok-4]}\n"
@@ -52,17 +44,8 @@ def regions(
     gateway.stop()
 
 
-def client(gateway: Gateway) -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key="client",
-        max_retries=0,
-        http_client=DefaultHttpxClient(trust_env=False),
-    )
-
-
 def chat(gateway: Gateway, model: str, **extra):
-    return client(gateway).chat.completions.create(model=model, messages=HELLO, **extra)
+    return openai_client(gateway).chat.completions.create(model=model, messages=HELLO, **extra)
 
 
 def timed(call: Callable[[], object]) -> tuple[object, float]:
@@ -132,7 +115,7 @@ def test_a_responses_stream_cut_midway_ends_with_an_error_event(
     regions, chicago: Simulator
 ) -> None:
     chicago.configure(cut_after=5)
-    stream = client(regions).responses.create(model="xai.grok-4", input="hi", stream=True)
+    stream = openai_client(regions).responses.create(model="xai.grok-4", input="hi", stream=True)
     events = [event.type for event in stream]
     assert events[-1] == "error" and "response.completed" not in events
 

@@ -4,9 +4,7 @@ import gzip
 import http.client
 import json
 import random
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,37 +13,22 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import CHICAGO_KEY, CLIENT_KEY
+from conftest import CHICAGO_KEY, CLIENT_KEY, openai_client
 from openai import DefaultHttpxClient, OpenAI
 from processes import (
-    ADDON,
     REPO,
     Gateway,
     Simulator,
     clean_env,
-    spawn,
+    free_port,
     start_gateway,
+    start_mitmweb,
     start_simulator,
 )
 
 HELLO = [{"role": "user", "content": "hello"}]
 TLS_KEY = "sk-oracle-untrusted-tls-4c1d9e"
 DOWN_KEY = "sk-oracle-refused-77a0b3"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def client(gateway: Gateway, key: str = CLIENT_KEY) -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key=key,
-        max_retries=0,
-        http_client=DefaultHttpxClient(trust_env=False),
-    )
 
 
 def post(gateway: Gateway, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -77,8 +60,10 @@ def test_an_internal_failure_answers_502_and_sends_nothing_upstream(
     )
     try:
         with pytest.raises(openai.InternalServerError) as caught:
-            client(gateway).chat.completions.create(model="boom.model", messages=HELLO)
-        still_serving = client(gateway).chat.completions.create(model="xai.grok-4", messages=HELLO)
+            openai_client(gateway).chat.completions.create(model="boom.model", messages=HELLO)
+        still_serving = openai_client(gateway).chat.completions.create(
+            model="xai.grok-4", messages=HELLO
+        )
     finally:
         gateway.stop()
 
@@ -198,36 +183,17 @@ def test_keys_never_reach_mitmweb_flow_data(
     tmp_path: Path, chicago: Simulator, untrusted_simulator: Simulator
 ) -> None:
     web_port = free_port()
-    process = spawn(
-        [
-            str(Path(sys.executable).parent / "mitmweb"),
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "--web-host",
-            "127.0.0.1",
-            "--web-port",
-            str(web_port),
-            "--set",
-            "web_open_browser=false",
-            "--set",
-            "web_password=web-test-pw",
-            "--set",
-            f"confdir={tmp_path / 'conf'}",
-            "--set",
-            f"ssl_verify_upstream_trusted_ca={chicago.ca}",
-            "--set",
-            f"gomodel_config={three_provider_config(tmp_path, untrusted_simulator)}",
-            "-s",
-            str(ADDON),
-        ],
-        tmp_path / "mitmweb.log",
-        clean_env(CHICAGO_URL=chicago.base_url(), CHICAGO_KEY=CHICAGO_KEY),
+    mitmweb = start_mitmweb(
+        tmp_path,
+        {"CHICAGO_URL": chicago.base_url(), "CHICAGO_KEY": CHICAGO_KEY},
+        web_port,
+        "web-test-pw",
+        "--set",
+        f"gomodel_config={three_provider_config(tmp_path, untrusted_simulator)}",
+        ca=chicago.ca,
     )
     try:
-        port = int(process.wait_for(r"proxy listening at \S+:(\d+)").group(1))
-        exercise(f"http://127.0.0.1:{port}/v1", chicago)
+        exercise(f"{mitmweb.url}/v1", chicago)
         pages = {}
         for page in ("/flows", "/flows/dump"):
             request = urllib.request.Request(
@@ -238,7 +204,7 @@ def test_keys_never_reach_mitmweb_flow_data(
             with opener.open(request, timeout=10) as answer:
                 pages[page] = answer.read()
     finally:
-        process.stop()
+        mitmweb.stop()
 
     flows = json.loads(pages["/flows"])
     assert len(flows) >= 7
@@ -268,11 +234,11 @@ def test_master_key_guards_every_endpoint_but_health(tmp_path: Path, chicago: Si
     )
     try:
         with pytest.raises(openai.AuthenticationError) as wrong:
-            client(gateway, "not-the-key").chat.completions.create(
+            openai_client(gateway, "not-the-key").chat.completions.create(
                 model="xai.grok-4", messages=HELLO
             )
         with pytest.raises(openai.AuthenticationError):
-            client(gateway, "not-the-key").models.list()
+            openai_client(gateway, "not-the-key").models.list()
         health = subprocess.run(
             ["curl", "-sS", f"{gateway.url}/health"],
             capture_output=True,
@@ -280,7 +246,9 @@ def test_master_key_guards_every_endpoint_but_health(tmp_path: Path, chicago: Si
             env=clean_env(),
             check=True,
         )
-        reply = client(gateway, master).chat.completions.create(model="xai.grok-4", messages=HELLO)
+        reply = openai_client(gateway, master).chat.completions.create(
+            model="xai.grok-4", messages=HELLO
+        )
     finally:
         gateway.stop()
 
@@ -380,7 +348,7 @@ def test_config_edits_reload_without_restart_and_broken_ones_are_rejected(
         ca=chicago.ca,
     )
     chicago.configure(chunk_delay=0.15)
-    api = client(gateway)
+    api = openai_client(gateway)
 
     def listed() -> list[str]:
         return [m.id for m in api.models.list().data]
