@@ -17,29 +17,28 @@ Every hook fails closed: an exception answers the client with a 502 and sends no
 import asyncio
 import functools
 import logging
-import os
 import ssl
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import certifi
 from mitmproxy import ctx, exceptions, http
 
 from . import local, safejson
-from .accesslog import AccessLog, AccessRecord, clip, parse_bool, parse_format
+from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING, starved
 from .auth import check_client_key
-from .config import ConfigError, GatewayConfig, Provider, load_config, parse_size
+from .config import ConfigError, GatewayConfig, Provider
 from .discovery import Discovery, fetch_models
 from .errors import JSON_HEADERS, GatewayError, error_body
-from .hosts import is_gateway_request, is_loopback, parse_hosts
+from .hosts import is_gateway_request, is_loopback
 from .inventory import build_inventory
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
+from .options import OPTION_NAMES, Settings, declare_options, read_settings
 from .relay import StreamJob, StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .routing import (
@@ -59,19 +58,6 @@ from .watch import watch_file
 
 logger = logging.getLogger("gomodel")
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-OPTIONS = frozenset(
-    {
-        "gomodel_config",
-        "gomodel_hosts",
-        "gomodel_max_body_size",
-        "gomodel_access_log_format",
-        "gomodel_access_log_file",
-        "gomodel_log_bodies",
-        "gomodel_stream_usage",
-    }
-)
-DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 UPSTREAM_TLS_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 )
@@ -144,46 +130,9 @@ def fail_closed(hook: Hook) -> Hook:
     return wrapper
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the gomodel_* options and the configuration file decide."""
-
-    hosts: tuple[str, ...]
-    config: GatewayConfig
-    config_path: Path
-    max_body_size: int
-    access_log: AccessLog = field(default_factory=AccessLog)
-    log_bodies: bool = False
-    stream_usage: bool = False
-
-
-def read_settings() -> Settings:
-    """Read the options, the environment and the configuration file; ConfigError if invalid."""
-    try:
-        hosts = parse_hosts(ctx.options.gomodel_hosts)
-    except ValueError as e:
-        raise ConfigError(f"option gomodel_hosts: {e}") from e
-    try:
-        max_body_size = parse_size(ctx.options.gomodel_max_body_size)
-    except ValueError as e:
-        raise ConfigError(f"option gomodel_max_body_size: {e}") from e
-    try:
-        log_format = parse_format(ctx.options.gomodel_access_log_format)
-        log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
-        stream_usage = parse_bool(ctx.options.gomodel_stream_usage, "gomodel_stream_usage")
-    except ValueError as e:
-        raise ConfigError(f"option {e}") from e
-    log_file = ctx.options.gomodel_access_log_file
-    access_log = AccessLog(log_format, Path(log_file).expanduser() if log_file else None)
-    explicit = bool(ctx.options.gomodel_config)
-    path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
-    config = load_config(path, os.environ, required=explicit)
-    return Settings(hosts, config, path, max_body_size, access_log, log_bodies, stream_usage)
-
-
 class GoModel:
     def __init__(self) -> None:
-        self.settings = Settings((), GatewayConfig(()), DEFAULT_CONFIG, DEFAULT_MAX_BODY_SIZE)
+        self.settings = Settings()
         self.discovered: dict[str, tuple[str, ...]] = {}
         self.inventory = build_inventory((), {}, int(time.time()))
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -198,72 +147,8 @@ class GoModel:
         self.ssl_context: ssl.SSLContext | None = None
         self.is_running = False
 
-    # Every option is a string parsed here: mitmproxy silently unloads a script when a --set
-    # value does not parse for an option's declared type.
     def load(self, loader: Any) -> None:
-        loader.add_option(
-            "gomodel_config",
-            str,
-            "",
-            """
-            Path of the gateway's YAML configuration (providers: blocks of type oracle).
-            Empty: config.yaml at the repository root, which may be absent; a path given here
-            must exist. ORACLE_* environment variables override it. Edits are picked up while
-            running; a broken edit is logged and the previous configuration keeps serving.
-            """,
-        )
-        loader.add_option(
-            "gomodel_hosts",
-            str,
-            "gomodel.local",
-            """
-            Comma-separated hostnames the gateway answers for (e.g. gomodel.local,api.openai.com).
-            Requests sent straight to the proxy port are always answered. Other traffic passes
-            through untouched.
-            """,
-        )
-        loader.add_option(
-            "gomodel_max_body_size",
-            str,
-            "10MiB",
-            """
-            Largest request body the gateway accepts (e.g. 10MiB, 512KiB, 1048576); larger ones
-            get 413.
-            """,
-        )
-        loader.add_option(
-            "gomodel_access_log_format",
-            str,
-            "text",
-            "Access log lines (one per gateway request) as text or json.",
-        )
-        loader.add_option(
-            "gomodel_access_log_file",
-            str,
-            "",
-            """
-            Append the access log to this file. Empty: write it to mitmproxy's own log.
-            """,
-        )
-        loader.add_option(
-            "gomodel_stream_usage",
-            str,
-            "false",
-            """
-            true: ask Oracle for the usage of every chat stream (stream_options.include_usage),
-            so tokens are counted, and drop that extra chunk from streams whose client did not
-            ask for it. Off by default: Oracle has refused stream_options for some models.
-            """,
-        )
-        loader.add_option(
-            "gomodel_log_bodies",
-            str,
-            "false",
-            """
-            Debugging only: true puts request bodies (prompts) and plain responses in the access
-            log. Keys are never logged.
-            """,
-        )
+        declare_options(loader)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -278,7 +163,7 @@ class GoModel:
     def configure(self, updated: set[str]) -> None:
         if updated & UPSTREAM_TLS_OPTIONS:
             self.ssl_context = None
-        if not updated & OPTIONS:
+        if not updated & OPTION_NAMES:
             return
         try:
             settings = read_settings()

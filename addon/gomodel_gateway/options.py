@@ -1,0 +1,111 @@
+"""The gateway's mitmproxy options, and the settings read from them and the config file.
+
+Every option is a string parsed here: mitmproxy silently unloads a script when a `--set` value
+does not parse for an option's declared type, and a misspelled or malformed value must stop the
+gateway with a message instead.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx
+
+from .accesslog import AccessLog, parse_bool, parse_format
+from .config import ConfigError, GatewayConfig, load_config, parse_size
+from .hosts import parse_hosts
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+
+# name, default, help
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "gomodel_config",
+        "",
+        "Path of the gateway's YAML configuration (providers: blocks of type oracle). Empty: "
+        "config.yaml at the repository root, which may be absent; a path given here must exist. "
+        "ORACLE_* environment variables override it. Edits are picked up while running; a "
+        "broken edit is logged and the previous configuration keeps serving.",
+    ),
+    (
+        "gomodel_hosts",
+        "gomodel.local",
+        "Comma-separated hostnames the gateway answers for (e.g. gomodel.local,api.openai.com). "
+        "Requests sent straight to the proxy port are always answered. Other traffic passes "
+        "through untouched.",
+    ),
+    (
+        "gomodel_max_body_size",
+        "10MiB",
+        "Largest request body the gateway accepts (e.g. 10MiB, 512KiB, 1048576); larger ones "
+        "get 413.",
+    ),
+    (
+        "gomodel_access_log_format",
+        "text",
+        "Access log lines (one per gateway request) as text or json.",
+    ),
+    (
+        "gomodel_access_log_file",
+        "",
+        "Append the access log to this file. Empty: write it to mitmproxy's own log.",
+    ),
+    (
+        "gomodel_log_bodies",
+        "false",
+        "Debugging only: true puts request bodies (prompts) and plain responses in the access "
+        "log. Keys are never logged.",
+    ),
+    (
+        "gomodel_stream_usage",
+        "false",
+        "true: ask Oracle for the usage of every chat stream (stream_options.include_usage), so "
+        "tokens are counted, and drop that extra chunk from streams whose client did not ask "
+        "for it. Off by default: Oracle has refused stream_options for some models.",
+    ),
+)
+OPTION_NAMES = frozenset(name for name, _, _ in OPTIONS)
+
+
+def declare_options(loader: Any) -> None:
+    for name, default, help_text in OPTIONS:
+        loader.add_option(name, str, default, help_text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gomodel_* options and the configuration file decide."""
+
+    hosts: tuple[str, ...] = ()
+    config: GatewayConfig = field(default_factory=lambda: GatewayConfig(()))
+    config_path: Path = DEFAULT_CONFIG
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    access_log: AccessLog = field(default_factory=AccessLog)
+    log_bodies: bool = False
+    stream_usage: bool = False
+
+
+def read_settings() -> Settings:
+    """Read the options, the environment and the configuration file; ConfigError if invalid."""
+    try:
+        hosts = parse_hosts(ctx.options.gomodel_hosts)
+    except ValueError as e:
+        raise ConfigError(f"option gomodel_hosts: {e}") from e
+    try:
+        max_body_size = parse_size(ctx.options.gomodel_max_body_size)
+    except ValueError as e:
+        raise ConfigError(f"option gomodel_max_body_size: {e}") from e
+    try:
+        log_format = parse_format(ctx.options.gomodel_access_log_format)
+        log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
+        stream_usage = parse_bool(ctx.options.gomodel_stream_usage, "gomodel_stream_usage")
+    except ValueError as e:
+        raise ConfigError(f"option {e}") from e
+    log_file = ctx.options.gomodel_access_log_file
+    access_log = AccessLog(log_format, Path(log_file).expanduser() if log_file else None)
+    explicit = bool(ctx.options.gomodel_config)
+    path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
+    config = load_config(path, os.environ, required=explicit)
+    return Settings(hosts, config, path, max_body_size, access_log, log_bodies, stream_usage)
