@@ -268,11 +268,7 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         gateway = start_gateway(
             workdir / "gw",
-            {
-                "ORACLE_BASE_URL": simulator.base_url(),
-                "ORACLE_API_KEY": ORACLE_KEY,
-                "ORACLE_MODELS": MODEL,
-            },
+            simulator.oracle_env(MODEL),
             ca=simulator.ca,
         )
         processes.append(gateway.process)

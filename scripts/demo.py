@@ -34,11 +34,7 @@ def main() -> int:
     simulator = start_simulator(workdir / "simulator", DEMO_KEY, "--chunk-delay", "0.05")
     gateway = None
     try:
-        env = {
-            "ORACLE_BASE_URL": simulator.base_url(),
-            "ORACLE_API_KEY": DEMO_KEY,
-            "ORACLE_MODELS": DEMO_MODELS,
-        }
+        env = simulator.oracle_env(DEMO_MODELS)
         gateway = start_gateway(workdir / "gateway", env, ca=simulator.ca)
         banner(f"Oracle simulator at {simulator.url}; gateway (mitmdump) at {gateway.url}")
 

@@ -108,11 +108,7 @@ def run(streams: int, duration: float, chunk_delay: float, max_growth_mib: float
     try:
         gateway = start_gateway(
             workdir / "gw",
-            {
-                "ORACLE_BASE_URL": simulator.base_url(),
-                "ORACLE_API_KEY": ORACLE_KEY,
-                "ORACLE_MODELS": MODEL,
-            },
+            simulator.oracle_env(MODEL),
             "--set",
             "flow_detail=0",
             ca=simulator.ca,

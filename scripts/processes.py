@@ -102,6 +102,15 @@ class Simulator:
         """Every request the simulator received (control calls excepted), oldest first."""
         return self._call("GET", "/_sim/requests")
 
+    def oracle_env(self, models: str, **extra: str) -> dict[str, str]:
+        """ORACLE_* variables making this simulator the gateway's provider "oracle"."""
+        return {
+            "ORACLE_BASE_URL": self.base_url(),
+            "ORACLE_API_KEY": self.api_key,
+            "ORACLE_MODELS": models,
+            **extra,
+        }
+
     def posts(self) -> list[dict[str, Any]]:
         """The generation requests received (model discovery's GET /models left out)."""
         return [r for r in self.requests() if r["method"] == "POST"]

@@ -480,11 +480,7 @@ def test_unreachable_oracle_is_a_502_naming_provider_and_host(env_gateway) -> No
 def test_mitmweb_loads_the_same_script(tmp_path: Path, chicago: Simulator) -> None:
     mitmweb = start_mitmweb(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-        },
+        chicago.oracle_env("xai.grok-4"),
         free_port(),
         "test",
     )

@@ -130,11 +130,7 @@ def test_mitmweb_explains_every_gateway_call_and_shows_no_key(
     web_port = free_port()
     mitmweb = start_mitmweb(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4,openai.gpt-oss-20b",
-        },
+        chicago.oracle_env("xai.grok-4,openai.gpt-oss-20b"),
         web_port,
         WEB_PASSWORD,
         *(f"--set=web_columns={column}" for column in WEB_COLUMNS),

@@ -183,11 +183,7 @@ def test_the_access_log_has_one_line_per_request_and_no_secrets(observed, chicag
 def test_bodies_are_logged_only_when_asked(tmp_path: Path, chicago: Simulator) -> None:
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-        },
+        chicago.oracle_env("xai.grok-4"),
         "--set",
         "gomodel_log_bodies=true",
         ca=chicago.ca,
@@ -204,12 +200,7 @@ def test_bodies_are_logged_only_when_asked(tmp_path: Path, chicago: Simulator) -
 def test_metrics_need_the_master_key_when_one_is_set(tmp_path: Path, chicago: Simulator) -> None:
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-            "GOMODEL_MASTER_KEY": "gm-metrics-key",
-        },
+        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY="gm-metrics-key"),
         ca=chicago.ca,
     )
     try:
@@ -228,11 +219,7 @@ def test_stream_usage_is_asked_for_counted_and_hidden_from_clients_that_did_not_
 ) -> None:
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-        },
+        chicago.oracle_env("xai.grok-4"),
         "--set",
         "gomodel_stream_usage=true",
         ca=chicago.ca,

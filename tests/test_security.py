@@ -49,11 +49,7 @@ def test_an_internal_failure_answers_502_and_sends_nothing_upstream(
 ) -> None:
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4,boom.model",
-        },
+        chicago.oracle_env("xai.grok-4,boom.model"),
         "-s",
         str(REPO / "tests" / "fault_addon.py"),
         ca=chicago.ca,
@@ -224,12 +220,7 @@ def test_master_key_guards_every_endpoint_but_health(tmp_path: Path, chicago: Si
     master = "gm-master-6d2f0e41"
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-            "GOMODEL_MASTER_KEY": master,
-        },
+        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=master),
         ca=chicago.ca,
     )
     try:
@@ -269,11 +260,7 @@ def small_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
     """A gateway with a 64 KiB body limit."""
     gateway = start_gateway(
         tmp_path,
-        {
-            "ORACLE_BASE_URL": chicago.base_url(),
-            "ORACLE_API_KEY": CHICAGO_KEY,
-            "ORACLE_MODELS": "xai.grok-4",
-        },
+        chicago.oracle_env("xai.grok-4"),
         "--set",
         "gomodel_max_body_size=64KiB",
         ca=chicago.ca,
