@@ -16,6 +16,7 @@ Every hook fails closed: an exception answers the client with a 502 and sends no
 
 import asyncio
 import functools
+import inspect
 import logging
 import ssl
 import time
@@ -92,6 +93,9 @@ Hook = Callable[["GoModel", http.HTTPFlow], Any]
 def fail_closed(hook: Hook) -> Hook:
     """Answer 502 instead of letting mitmproxy pass the flow on unmodified after an exception."""
 
+    before_upstream = hook.__name__ in ("requestheaders", "request")
+    consequence = "nothing was sent to Oracle" if before_upstream else "Oracle's answer is lost"
+
     def contain(self: "GoModel", flow: http.HTTPFlow, error: Exception) -> None:
         logger.error("gomodel: internal error in %s hook", hook.__name__, exc_info=error)
         flow.response = http.Response.make(
@@ -99,7 +103,7 @@ def fail_closed(hook: Hook) -> Hook:
             error_body(
                 502,
                 f"The gateway failed while handling this request ({type(error).__name__}); "
-                "nothing was sent to Oracle. See the gateway log for details.",
+                f"{consequence}. See the gateway log for details.",
                 code="gateway_error",
                 error_type="gateway_error",
             ),
@@ -109,7 +113,7 @@ def fail_closed(hook: Hook) -> Hook:
         flow.marked = ":red_circle:"
         self.exchanges.pop(flow, None)  # later hooks leave this flow alone
 
-    if asyncio.iscoroutinefunction(hook):
+    if inspect.iscoroutinefunction(hook):
 
         @functools.wraps(hook)
         async def async_wrapper(self: "GoModel", flow: http.HTTPFlow) -> None:
