@@ -162,3 +162,22 @@ def test_a_failing_region_is_cooled_down_and_shown_in_health(regions) -> None:
         "oracle": "closed",
         "oracle-eu": "closed",
     }
+
+
+def test_a_client_leaving_midstream_is_logged_without_a_traceback(
+    regions, chicago: Simulator
+) -> None:
+    chicago.configure(chunk_delay=0.3)
+    body = json.dumps({"model": "xai.grok-4", "messages": HELLO, "stream": True})
+    subprocess.run(
+        ["curl", "-sSN", "--max-time", "1", "-d", body, f"{regions.url}/v1/chat/completions"],
+        capture_output=True,
+        env=clean_env(),
+        check=False,
+    )
+    deadline = time.monotonic() + 5
+    while "the client left a stream from oracle" not in regions.log():
+        assert time.monotonic() < deadline, regions.log()
+        time.sleep(0.1)
+    assert "ended early: Client disconnected" in regions.log()
+    assert "Traceback" not in regions.log()

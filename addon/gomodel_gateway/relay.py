@@ -81,32 +81,33 @@ class StreamRelay:
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
         try:
             await response.prepare(request)
-            async for chunk in reply.stream.chunks():
-                await response.write(chunk)
-        except StreamBroken as broken:
-            job.broken = str(broken)
-            provider = reply.target.provider
-            logger.warning(
-                "gomodel: stream from %s (%s) broke: %s; opc-request-id=%s",
-                provider.name,
-                provider.host,
-                broken,
-                reply.request_id or "-",
-            )
-            message = (
-                f"Oracle ({provider.name}, {provider.host}): {broken}. The stream is incomplete."
-            )
-            await response.write(
-                error_event(
-                    message,
-                    "stream_interrupted",
-                    responses_api=job.route.endpoint is Endpoint.RESPONSES,
-                )
-            )
+            try:
+                async for chunk in reply.stream.chunks():
+                    await response.write(chunk)
+            except StreamBroken as broken:
+                job.broken = str(broken)
+                await response.write(self.broken_event(job, reply, broken))
+            await response.write_eof()
+        except ConnectionResetError:  # the client left; mitmproxy reports the flow's end
+            logger.info("gomodel: the client left a stream from %s", reply.target.provider.name)
         finally:
             reply.stream.close()
-        await response.write_eof()
         return response
+
+    @staticmethod
+    def broken_event(job: StreamJob, reply: Reply, broken: StreamBroken) -> bytes:
+        provider = reply.target.provider
+        logger.warning(
+            "gomodel: stream from %s (%s) broke: %s; opc-request-id=%s",
+            provider.name,
+            provider.host,
+            broken,
+            reply.request_id or "-",
+        )
+        message = f"Oracle ({provider.name}, {provider.host}): {broken}. The stream is incomplete."
+        return error_event(
+            message, "stream_interrupted", responses_api=job.route.endpoint is Endpoint.RESPONSES
+        )
 
 
 def gateway_headers(error: GatewayError) -> dict[str, str]:
