@@ -492,6 +492,8 @@ class GoModel:
         record.attempts = [f"{a.provider} {a.outcome}" for a in attempts]
         if changes := exchange.route.adjustments.get(target.provider.name):
             record.notes.append("adjusted: " + ", ".join(changes))
+        if exchange.stream and exchange.stream.error:
+            record.notes.append(f"stream carried an error: {exchange.stream.error}")
         broken = bool(exchange.job and exchange.job.broken)
         if broken:
             record.notes.append(f"stream broken: {exchange.job.broken}")

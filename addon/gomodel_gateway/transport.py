@@ -49,8 +49,6 @@ logger = logging.getLogger("gomodel")
 # (Only the gateway's own connections use asyncio's TLS; mitmproxy does its own.)
 asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
-READ_SIZE = 64 * 1024
-
 
 @dataclass
 class Attempt:
