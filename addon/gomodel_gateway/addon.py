@@ -400,9 +400,7 @@ class GoModel:
         self.finish(flow, exchange)
 
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
-        flow.response = http.Response.make(
-            error.status, error.body(), {**JSON_HEADERS, **dict(error.headers)}
-        )
+        flow.response = http.Response.make(error.status, error.body(), error.response_headers())
         exchange.error = error.code
         self.finish(flow, exchange)
 

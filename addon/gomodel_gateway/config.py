@@ -89,6 +89,11 @@ PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 
 
+def is_model_id(text: str) -> bool:
+    """Printable, no whitespace, no %-escapes, no ".." path segments."""
+    return bool(MODEL_ID.match(text)) and "/.." not in text and "../" not in text
+
+
 class ConfigError(Exception):
     """A configuration that must stop the gateway; the message names the file and key."""
 
@@ -151,7 +156,7 @@ def parse_model_list(value: str | Iterable[Any], origin: str) -> tuple[str, ...]
         model = item.strip()
         if not model or model in models:
             continue
-        if not MODEL_ID.match(model) or "/.." in model or "../" in model:
+        if not is_model_id(model):
             raise ConfigError(f"{origin}: {model!r} is not a valid model id")
         models.append(model)
     return tuple(models)

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 
 from . import safejson
-from .config import MODEL_ID, Provider
+from .config import Provider, is_model_id
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def parse_models_response(body: bytes) -> tuple[str, ...]:
     models: list[str] = []
     for item in items:
         model = item.get("id") if isinstance(item, dict) else None
-        if isinstance(model, str) and MODEL_ID.match(model) and model not in models:
+        if isinstance(model, str) and is_model_id(model) and model not in models:
             models.append(model)
     return tuple(models)
 

@@ -61,6 +61,9 @@ class GatewayError(Exception):
     type: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
+    def response_headers(self) -> dict[str, str]:
+        return {**JSON_HEADERS, **dict(self.headers)}
+
     def body(self) -> bytes:
         return error_body(
             self.status, self.message, code=self.code, param=self.param, error_type=self.type

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import MODEL_ID, Provider
+from .config import Provider, is_model_id
 from .discovery import DiscoveryError
 
 # Vendors whose models the OpenAI-compatible endpoint does not serve.
@@ -30,7 +30,7 @@ def select_chat_models(summaries: Iterable[Any], now: datetime) -> tuple[str, ..
     for summary in summaries:
         name = _get(summary, "display_name")
         vendor = (_get(summary, "vendor") or "").lower()
-        if not isinstance(name, str) or not MODEL_ID.match(name) or "." not in name:
+        if not isinstance(name, str) or not is_model_id(name) or "." not in name:
             continue
         if name.startswith("ocid1."):
             continue  # a fine-tuned model is named by its OCID: not served by name

@@ -75,7 +75,7 @@ class StreamRelay:
         try:
             reply = job.reply = await job.transport.send(job.route, job.client_headers)
         except GatewayError as e:
-            return web.Response(status=e.status, body=e.body(), headers=gateway_headers(e))
+            return web.Response(status=e.status, body=e.body(), headers=e.response_headers())
         if reply.stream is None:
             return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
@@ -108,7 +108,3 @@ class StreamRelay:
         return error_event(
             message, "stream_interrupted", responses_api=job.route.endpoint is Endpoint.RESPONSES
         )
-
-
-def gateway_headers(error: GatewayError) -> dict[str, str]:
-    return {"content-type": "application/json", **dict(error.headers)}

@@ -2,7 +2,7 @@
 
 `classify` maps method and path to an endpoint; `route` validates a model call's JSON body and
 picks the provider. Both raise `GatewayError` with the status and OpenAI-style message the client
-gets; nothing from the body reaches the upstream URL or headers without passing `MODEL_ID`.
+gets; nothing from the body reaches the upstream URL or headers without passing `is_model_id`.
 """
 
 import json
@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from . import safejson
 from .adapt import adapt
-from .config import MODEL_ID
+from .config import is_model_id
 from .errors import GatewayError
 from .inventory import Inventory, Target
 
@@ -139,7 +139,7 @@ def _requested_model(document: dict[str, Any]) -> str:
             param="model",
             code="invalid_type",
         )
-    if not MODEL_ID.match(model) or "/.." in model or "../" in model:
+    if not is_model_id(model):
         raise GatewayError(
             400,
             f"{model[:100]!r} is not a valid model id: use letters, digits and . _ - : @ +, "
