@@ -5,9 +5,12 @@ from pathlib import Path
 import pytest
 from gomodel_gateway.config import (
     ConfigError,
+    GatewayConfig,
+    check_reload,
     expand_variables,
     load_config,
     parse_model_list,
+    parse_yaml,
 )
 
 CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
@@ -416,3 +419,134 @@ def test_bad_model_rules_are_errors(tmp_path: Path, text: str, message: str) -> 
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, {})
+
+
+PROVIDER = f"providers:\n  oracle:\n    base_url: {CHICAGO}\n    api_key: k\n"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "key"),
+    [
+        pytest.param("server: {}\nserver: {}\n", 2, "server", id="top-level"),
+        pytest.param(PROVIDER + "  oracle:\n    api_key: evil\n", 5, "oracle", id="providers"),
+        pytest.param(PROVIDER + "    api_key: other\n", 5, "api_key", id="provider-block"),
+        pytest.param(
+            "server:\n  master_keys: [a]\n  master_keys: []\n", 3, "master_keys", id="server"
+        ),
+        pytest.param("timeouts:\n  connect: 1\n  connect: 2\n", 3, "connect", id="nested"),
+        pytest.param("failover: {enabled: true, enabled: false}\n", 1, "enabled", id="flow"),
+        pytest.param(
+            "parameter_map:\n  'm.*': [{a: b, a: c}]\n", 2, "a", id="mapping-inside-a-list"
+        ),
+    ],
+)
+def test_a_key_given_twice_is_an_error_naming_file_line_and_key(
+    yaml_text: str, line: int, key: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"at line {line}," in message
+    assert f"duplicate key {key!r}" in message
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    text = "base: &base {connect: 1, idle: 2}\ntimeouts:\n  <<: *base\n  connect: 5\n"
+    assert parse_yaml(text, "c.yaml")["timeouts"] == {"connect": 5, "idle": 2}
+
+
+def test_a_long_duplicate_key_is_clipped_in_the_message() -> None:
+    key = "k" * 1000  # YAML allows implicit keys up to 1024 characters
+    with pytest.raises(ConfigError, match=r"duplicate key 'k+\.\.\.") as caught:
+        parse_yaml(f"{key}: 1\n{key}: 2\n", "c.yaml")
+    assert len(str(caught.value)) < 300
+
+
+def unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that exists but cannot be read (chmod alone does not stop root)."""
+    path.write_text("server: {}\n")
+    real = Path.read_text
+
+    def refuse(self: Path, *args, **kwargs) -> str:
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        pytest.param(lambda path, _: None, "does not exist", id="missing"),
+        pytest.param(
+            lambda path, _: path.symlink_to(path.parent / "gone"),
+            "does not exist",
+            id="dangling-link",
+        ),
+        pytest.param(unreadable, "cannot read config file .*Permission denied", id="unreadable"),
+        pytest.param(lambda path, _: path.write_bytes(b"\xff\xfe"), "not UTF-8", id="not-utf8"),
+        pytest.param(lambda path, _: path.write_text(""), "is empty", id="empty"),
+        pytest.param(lambda path, _: path.write_text("\n  \n"), "is empty", id="blank"),
+        pytest.param(
+            lambda path, _: path.write_text("# providers:\n#  x: {}\n"), "is empty", id="comments"
+        ),
+        pytest.param(lambda path, _: path.write_text("{}\n"), "is empty", id="empty-mapping"),
+        pytest.param(
+            lambda path, _: path.write_text("---\n...\n"), "is empty", id="empty-document"
+        ),
+    ],
+)
+def test_a_reload_refuses_a_missing_unreadable_or_empty_file(
+    prepare, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    prepare(path, monkeypatch)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path, {"ORACLE_BASE_URL": CHICAGO, "ORACLE_API_KEY": "k"}, reload=True)
+    assert str(path) in str(caught.value)
+    assert "the previous configuration keeps serving" in str(caught.value)
+
+
+def test_a_reload_loads_a_file_with_keys_and_a_first_load_still_accepts_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("providers: {}\n")
+    assert load_config(path, {}, reload=True) == GatewayConfig((), source=str(path))
+    path.write_text(PROVIDER)
+    (provider,) = load_config(path, {}, required=True, reload=True).providers
+    assert provider.name == "oracle"
+    path.write_text("")
+    assert load_config(path, {}, required=True).providers == ()
+
+
+def guarded(*keys: str, source: str | None = "c.yaml") -> GatewayConfig:
+    return GatewayConfig((), source=source, master_keys=keys)
+
+
+@pytest.mark.parametrize(
+    ("previous", "new", "refused"),
+    [
+        (guarded(), guarded(), False),
+        (guarded(), guarded("k1"), False),
+        (guarded("k1"), guarded("k1"), False),
+        (guarded("k1"), guarded("k2"), False),  # rotating a key
+        (guarded("k1", "k2"), guarded("k2"), False),  # removing some keys
+        (guarded("k1"), guarded(), True),
+        (guarded("k1", "k2"), guarded(), True),
+        (guarded("k1"), guarded(source=None), True),
+    ],
+)
+def test_a_reload_may_change_master_keys_but_never_remove_them_all(previous, new, refused):
+    if not refused:
+        check_reload(previous, new)
+        return
+    with pytest.raises(ConfigError, match="removing master keys takes a restart") as caught:
+        check_reload(previous, new)
+    assert "the previous configuration keeps serving" in str(caught.value)
+    assert (new.source or "the new configuration") in str(caught.value)
+    assert "k1" not in str(caught.value)

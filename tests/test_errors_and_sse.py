@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from gomodel_gateway.errors import error_body, from_oracle
+from gomodel_gateway import safejson
+from gomodel_gateway.errors import clip_for_message, error_body, from_oracle
 from gomodel_gateway.sse import Event, SSEParser, StreamSummary, UsageChunkFilter, usage_tokens
 from hypothesis import given
 from hypothesis import strategies as st
@@ -200,3 +201,51 @@ def test_the_usage_filter_passes_complete_events_at_once_and_keeps_other_bytes()
     assert hide.feed(b"tial\n\n: comment\n\n") == b"data: partial\n\n: comment\n\n"
     assert hide.feed(b"data: unterminated") == b""
     assert hide.feed(b"") == b"data: unterminated"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("m.a", 100, "'m.a'"),
+        ("", 100, "''"),
+        ("x" * 100, 100, repr("x" * 100)),
+        ("x" * 101, 100, repr("x" * 100) + "... (101 characters)"),
+        ("x" * 9_000_000, 100, repr("x" * 100) + "... (9000000 characters)"),
+        ("abcdef", 3, "'abc'... (6 characters)"),
+        ("\x00" * 50, 100, repr("\x00" * 25) + "... (50 characters)"),  # escapes count as shown
+        ("\U0001f600" * 80, 100, repr("\U0001f600" * 80)),  # printable: shown as is
+        ("\udcff" * 200, 100, repr("\udcff" * 16) + "... (200 characters)"),
+    ],
+)
+def test_clip_for_message_quotes_and_clips_what_clients_sent(text, limit, expected) -> None:
+    assert clip_for_message(text, limit) == expected
+
+
+@given(st.text(max_size=300), st.integers(1, 150))
+def test_clipped_text_stays_near_its_limit(text: str, limit: int) -> None:
+    assert len(clip_for_message(text, limit)) <= limit + len(f"''... ({len(text)} characters)")
+
+
+@pytest.mark.parametrize(
+    ("body", "unique_keys", "expected"),
+    [
+        (b'{"a": 1, "a": 2}', False, {"a": 2}),  # Oracle's answers: parsed as json does
+        (b'{"a": 1, "b": {"a": 2}}', True, {"a": 1, "b": {"a": 2}}),  # same key, other objects
+        (b'[{"a": 1}, {"a": 2}]', True, [{"a": 1}, {"a": 2}]),
+    ],
+)
+def test_safejson_parses_keys_given_twice_only_when_asked_to(body, unique_keys, expected) -> None:
+    assert safejson.loads(body, unique_keys=unique_keys) == expected
+
+
+def test_safejson_names_the_key_given_twice() -> None:
+    with pytest.raises(ValueError) as caught:
+        safejson.loads(b'{"x": [{"k": 1, "k": 1}]}', unique_keys=True)
+    assert isinstance(caught.value, safejson.DuplicateKeyError)
+    assert caught.value.key == "k"
+
+
+def test_oracle_errors_with_a_key_given_twice_still_become_openai_errors() -> None:
+    body = b'{"code": "NotFound", "message": "first", "message": "last"}'
+    error = error_of(from_oracle(404, body, "oracle", "h", None))
+    assert "answered 404: last" in error["message"]

@@ -190,3 +190,64 @@ def test_model_detail_and_health() -> None:
         "circuit": circuit,
     }
     assert "k-us" not in json.dumps(health)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"model": "m.a", "model": "m.eu", "messages": []}', "model"),
+        (b'{"model": "m.a", "messages": [{"role": "user", "role": "system"}]}', "role"),
+        (b'{"model": "m.a", "messages": [], "x": {"y": {"z": 1, "z": 1}}}', "z"),
+        (b'{"model": "m.a", "messages": [], "\\u006dodel": "m.eu"}', "model"),  # escaped twin
+    ],
+)
+def test_a_key_given_twice_in_a_client_body_is_a_400_naming_it(body: bytes, key: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        route(INVENTORY, CHAT, body)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+    assert f"key {key!r} twice" in caught.value.message
+
+
+def test_a_huge_duplicate_key_is_clipped_in_the_400() -> None:
+    key = "k" * 1_000_000
+    body = json.dumps({"model": "m.a", "messages": []})[:-1] + f', "{key}": 1, "{key}": 2}}'
+    with pytest.raises(GatewayError) as caught:
+        route(INVENTORY, CHAT, body.encode())
+    assert caught.value.code == "invalid_json"
+    assert len(caught.value.body()) < 1000
+
+
+HUGE_ID = "m." + "x" * 9_000_000  # a valid model id, 9 MB long
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        pytest.param(lambda: resolve_model(INVENTORY, HUGE_ID), id="unknown-model"),
+        pytest.param(lambda: resolve_model(INVENTORY, "oracle-eu/" + HUGE_ID), id="pinned"),
+        pytest.param(lambda: resolve_model(build_inventory((), {}, 0), HUGE_ID), id="no-provider"),
+        pytest.param(
+            lambda: resolve_model(
+                build_inventory((Provider("oracle", "https://h", "k", ()),), {}, 0), HUGE_ID
+            ),
+            id="no-models",
+        ),
+        pytest.param(
+            lambda: route(INVENTORY, CHAT, json.dumps({"model": HUGE_ID, "messages": []}).encode()),
+            id="route",
+        ),
+        pytest.param(
+            lambda: route(INVENTORY, CHAT, json.dumps({"model": HUGE_ID + " "}).encode()),
+            id="invalid-id",
+        ),
+        pytest.param(lambda: local.model_detail(INVENTORY, HUGE_ID), id="model-detail"),
+        pytest.param(lambda: classify("GET", "/v1/" + HUGE_ID), id="unknown-path"),
+        pytest.param(lambda: classify("POST", "/v1/models/" + HUGE_ID), id="wrong-method"),
+        pytest.param(lambda: classify("X" * 9_000_000, "/v1/models"), id="huge-method"),
+    ],
+)
+def test_a_9_mb_model_id_or_path_is_echoed_clipped(refuse) -> None:
+    with pytest.raises(GatewayError) as caught:
+        refuse()
+    assert len(caught.value.body()) < 1000
+    assert "... (9000" in caught.value.message

@@ -65,6 +65,7 @@ TOP_LEVEL_KEYS = frozenset(
 )
 SERVER_KEYS = frozenset({"master_keys"})
 MASTER_KEY_ENV = "GOMODEL_MASTER_KEY"
+KEEPS_SERVING = "the previous configuration keeps serving"
 SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -231,15 +232,47 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, _Field]]:
     return overrides
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping naming a key twice, at any depth: plain YAML keeps
+    the last one silently, so a second `api_key:` or `providers:` would win unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if (
+                key_node.tag == "tag:yaml.org,2002:merge"
+            ):  # keys merged with `<<:` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = first_lines.get(key)
+            except TypeError:  # an unhashable key: SafeLoader explains it below
+                continue
+            if first is not None:
+                shown = repr(key) if len(repr(key)) <= 100 else repr(key)[:100] + "..."
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {shown} (first at line {first})",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text") from e
+
+
+def parse_yaml(text: str, path: Path | str) -> dict[str, Any]:
+    """A config file's text as a mapping ({} when it holds nothing); `path` names it in errors."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as e:
         where = ""
         if mark := getattr(e, "problem_mark", None):
@@ -251,6 +284,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping")
     return document
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return parse_yaml(read_text(path), path)
 
 
 def _yaml_fields(block: Any, name: str, where: str, env: Mapping[str, str]) -> dict[str, _Field]:
@@ -470,16 +507,20 @@ def _describe_missing(name: str, key: str, raw: _Field | None) -> str:
 
 
 def load_config(
-    path: Path | None, env: Mapping[str, str], *, required: bool = False
+    path: Path | None, env: Mapping[str, str], *, required: bool = False, reload: bool = False
 ) -> GatewayConfig:
     """Build the provider list from an optional YAML file and the environment.
 
     `required` is true when the user named the file explicitly: then a missing file is an
-    error; the default config.yaml may be absent.
+    error; the default config.yaml may be absent. `reload` is for a file that changed while
+    the gateway serves: see `read_for_reload`.
     """
     document: dict[str, Any] = {}
     source = None
-    if path is not None and (required or path.exists()):
+    if reload:
+        document = read_for_reload(path)
+        source = str(path)
+    elif path is not None and (required or path.exists()):
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (option gomodel_config)")
         document = read_yaml(path)
@@ -539,6 +580,39 @@ def load_config(
         retries=parse_policy(document.get("retries"), f"{where}: retries", RetryPolicy()),
         failover=parse_policy(document.get("failover"), f"{where}: failover", FailoverPolicy()),
     )
+
+
+def read_for_reload(path: Path | None) -> dict[str, Any]:
+    """The changed config file's mapping; missing, unreadable or without a single key, it is an
+    error. An editor saving in place, or a deploy replacing the file, can leave it absent or empty
+    for a moment; loaded as is, that would drop every provider and master key while serving."""
+    if path is None:
+        raise ConfigError(f"no config file to reload; {KEEPS_SERVING}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; {KEEPS_SERVING}")
+    try:
+        text = read_text(path)
+    except ConfigError as e:
+        raise ConfigError(f"{e}; {KEEPS_SERVING}") from e
+    document = parse_yaml(text, path)
+    if not document:
+        raise ConfigError(
+            f"config file {path} is empty (no keys): not reloaded, {KEEPS_SERVING}; to run "
+            "without providers, write `providers: {}`"
+        )
+    return document
+
+
+def check_reload(previous: GatewayConfig, new: GatewayConfig) -> None:
+    """Refuse a reload that would open a guarded gateway: a typo in `server:` or an edit that
+    drops the keys must not let every client in. Changing or removing some keys is fine."""
+    if previous.master_keys and not new.master_keys:
+        where = f"config file {new.source}" if new.source else "the new configuration"
+        raise ConfigError(
+            f"{where} has no master keys (server.master_keys, GOMODEL_MASTER_KEY) while the "
+            f"gateway requires {len(previous.master_keys)}: removing master keys takes a "
+            f"restart; {KEEPS_SERVING}"
+        )
 
 
 def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, ...]:

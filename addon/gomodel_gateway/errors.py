@@ -48,6 +48,24 @@ ORACLE_401_HINT = (
     "region, not an OCI CLI signing key."
 )
 MAX_UPSTREAM_TEXT = 500
+MAX_ECHOED = 100
+
+
+def clip_for_message(text: str, limit: int = MAX_ECHOED) -> str:
+    """`repr(text)` for an error message, cut to about `limit` characters of the quoted text.
+
+    Whatever a client sent (a model id, a path, a JSON key) is echoed through this: a 9 MB
+    model id must not come back whole, and escapes such as \\U0001f600 count at their printed size.
+    """
+    if len(text) <= limit and len(quoted := repr(text)) <= limit + 2:
+        return quoted
+    shown, size = 0, 0
+    for char in text[:limit]:
+        size += len(repr(char)) - 2
+        if size > limit:
+            break
+        shown += 1
+    return f"{text[:shown]!r}... ({len(text)} characters)"
 
 
 @dataclass

@@ -4,7 +4,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import GatewayError
+from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, ListedModel
 from .routing import Endpoint, Request
 
@@ -23,7 +23,7 @@ def model_detail(inventory: Inventory, model_id: str) -> dict[str, Any]:
             return _model_object(model)
     raise GatewayError(
         404,
-        f"The model {model_id!r} does not exist on this gateway.",
+        f"The model {clip_for_message(model_id)} does not exist on this gateway.",
         param="model",
         code="model_not_found",
     )
@@ -55,14 +55,18 @@ def answer(
     request: Request,
     hosts: tuple[str, ...],
     circuits: Mapping[str, Mapping[str, object]],
+    *,
+    detailed: bool = True,
 ) -> bytes:
-    """The JSON body for a locally answered endpoint."""
+    """The JSON body for a locally answered endpoint. Without `detailed` (a caller without the
+    master key), /health says only that the gateway is up: providers and hosts are not for
+    strangers."""
     if request.endpoint is Endpoint.MODELS:
         document = models_list(inventory)
     elif request.endpoint is Endpoint.MODEL:
         document = model_detail(inventory, request.model or "")
     elif request.endpoint is Endpoint.HEALTH:
-        document = health(inventory, hosts, circuits)
+        document = health(inventory, hosts, circuits) if detailed else {"status": "ok"}
     else:
         raise ValueError(f"{request.endpoint} is not answered locally")
     return json.dumps(document).encode()

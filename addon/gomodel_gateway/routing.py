@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from . import safejson
 from .adapt import adapt
 from .config import is_model_id
-from .errors import GatewayError
+from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 
 
@@ -88,14 +88,15 @@ def classify(method: str, path: str) -> Request:
     else:
         raise GatewayError(
             404,
-            f"Unknown path {raw_path[:200]!r}: this gateway serves {SUPPORTED}. "
+            f"Unknown path {clip_for_message(raw_path)}: this gateway serves {SUPPORTED}. "
             "(Oracle's OpenAI-compatible endpoint offers no embeddings, images or audio.)",
             code="unknown_url",
         )
     if method != allowed:
         raise GatewayError(
             405,
-            f"Method {method} is not allowed on {clean}; use {allowed}.",
+            f"Method {clip_for_message(method)} is not allowed on {clip_for_message(clean)}; "
+            f"use {allowed}.",
             code="method_not_allowed",
             headers=(("allow", allowed),),
         )
@@ -114,7 +115,15 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not text.strip():
         raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
     try:
-        document = safejson.loads(text)
+        document = safejson.loads(text, unique_keys=True)
+    except safejson.DuplicateKeyError as e:
+        # json keeps the last "model" while Oracle, sent these bytes, might read the first.
+        raise GatewayError(
+            400,
+            f"Request body has the key {clip_for_message(e.key)} twice in one object; "
+            "send each key once.",
+            code="invalid_json",
+        ) from e
     except ValueError as e:
         raise GatewayError(400, f"Request body is not valid JSON: {e}.", code="invalid_json") from e
     if not isinstance(document, dict):
@@ -142,8 +151,8 @@ def _requested_model(document: dict[str, Any]) -> str:
     if not is_model_id(model):
         raise GatewayError(
             400,
-            f"{model[:100]!r} is not a valid model id: use letters, digits and . _ - : @ +, "
-            "optionally prefixed by a provider name and '/'.",
+            f"{clip_for_message(model)} is not a valid model id: use letters, digits and "
+            ". _ - : @ +, optionally prefixed by a provider name and '/'.",
             param="model",
             code="invalid_model",
         )
@@ -168,10 +177,11 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
     """The providers for a model id, preferred first; a pinned id names exactly one."""
     if candidates := inventory.find(model):
         return candidates
+    echoed = clip_for_message(model)
     if not inventory.providers:
         raise GatewayError(
             404,
-            f"The model {model!r} is not available: no Oracle provider is configured. Set "
+            f"The model {echoed} is not available: no Oracle provider is configured. Set "
             "ORACLE_BASE_URL, ORACLE_API_KEY and ORACLE_MODELS, or add a provider to config.yaml.",
             param="model",
             code="model_not_found",
@@ -179,7 +189,7 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
     if inventory.model_count == 0:
         raise GatewayError(
             404,
-            f"The model {model!r} is not available: no models are configured and Oracle's "
+            f"The model {echoed} is not available: no models are configured and Oracle's "
             "/models listed none. Set ORACLE_MODELS (comma-separated) or the provider's "
             "models: in config.yaml.",
             param="model",
@@ -189,7 +199,7 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
     if bare and (provider := inventory.provider(prefix)):
         raise GatewayError(
             404,
-            f"Provider {provider.name!r} does not serve model {bare!r}; to use it, "
+            f"Provider {provider.name!r} does not serve model {clip_for_message(bare)}; to use it, "
             f"{HOW_TO_ADD_MODELS}.",
             param="model",
             code="model_not_found",
@@ -198,7 +208,7 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
     shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
     raise GatewayError(
         404,
-        f"The model {model!r} does not exist on this gateway (available: {shown}). "
+        f"The model {echoed} does not exist on this gateway (available: {shown}). "
         f"To use it, {HOW_TO_ADD_MODELS}.",
         param="model",
         code="model_not_found",
@@ -223,8 +233,8 @@ def check_declared_body(
     if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
         raise GatewayError(
             415,
-            f"Compressed request bodies (content-encoding: {content_encoding[:40]}) are not "
-            "accepted; send the JSON uncompressed.",
+            f"Compressed request bodies (content-encoding: {clip_for_message(content_encoding)}) "
+            "are not accepted; send the JSON uncompressed.",
             code="unsupported_encoding",
         )
     if content_length is not None and content_length.strip().isdigit():

@@ -4,10 +4,33 @@ import json
 from typing import Any
 
 
-def loads(data: bytes | str) -> Any:
+class DuplicateKeyError(ValueError):
+    """An object names the same key twice; `key` is that key (unclipped: clip it to echo it)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("an object has the same key twice")
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return document
+
+
+def loads(data: bytes | str, *, unique_keys: bool = False) -> Any:
     """json.loads that fails only with ValueError: bad JSON, bad UTF-8, or nesting so deep that
-    the parser would otherwise raise RecursionError."""
+    the parser would otherwise raise RecursionError.
+
+    With `unique_keys`, a repeated key in any object is a DuplicateKeyError: json keeps the last
+    one, while the bytes the gateway forwards let another parser read the first.
+    """
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_object if unique_keys else None)
     except RecursionError as e:
         raise ValueError("JSON is nested too deeply") from e
