@@ -12,7 +12,7 @@ from fake_oracle import CA, Answer, FakeOracle, completion
 from gomodel_gateway import addon as addon_module
 from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.hosts import is_gateway_request, parse_hosts
-from mitmproxy import exceptions, http
+from mitmproxy import ctx, exceptions, http
 from mitmproxy.test import taddons, tflow
 
 ORACLE_KEY = "sk-oracle-unit-test-key"
@@ -73,6 +73,7 @@ def error_of(flow: http.HTTPFlow) -> dict:
 
 
 CHAT = "http://gomodel.local/v1/chat/completions"
+PROJECT = "ocid1.generativeaiproject.oc1.us-chicago-1.amaaaaaaexample"
 
 
 def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> N
             CHAT + "?trace=1",
             {"model": "xai.grok-4", "messages": []},
             authorization="Bearer client",
-            **{"api-key": "client", "OpenAI-Project": "p"},
+            **{"api-key": "client", "OpenAI-Project": PROJECT, "Cookie": "session=1"},
         )
         await run_request_hooks(gateway, flow)
 
@@ -92,8 +93,8 @@ def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> N
         (received,) = oracle.received
         assert received["path"] == "/20231130/actions/v1/chat/completions?trace=1"
         assert received["headers"]["Authorization"] == f"Bearer {ORACLE_KEY}"
-        assert "api-key" not in {k.lower() for k in received["headers"]}
-        assert received["headers"]["OpenAI-Project"] == "p"
+        assert not {"api-key", "cookie"} & {k.lower() for k in received["headers"]}
+        assert received["headers"]["OpenAI-Project"] == PROJECT
         # The flow is left as the client sent it (mitmproxy connects nowhere: it has an answer),
         # and holds no key of either side.
         assert flow.request.url == CHAT + "?trace=1"
@@ -133,11 +134,16 @@ def test_a_streamed_call_is_pointed_at_the_relay_without_any_key(tmp_path: Path)
         assert (flow.request.scheme, flow.request.host) == ("http", "127.0.0.1")
         assert flow.request.port == gateway.relay.port
         assert flow.request.path.startswith("/gomodel-relay/")
-        assert flow.request.headers["authorization"] == REDACTED
+        # Nothing of the client's request goes to the relay: no header, no body.
+        assert list(flow.request.headers) == ["host"] and flow.request.content == b""
         assert oracle.received == []  # the relay calls Oracle when mitmproxy connects
 
         flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
         gateway.responseheaders(flow)
+        # Once the relay answers, the flow shows the request as the client sent it.
+        assert flow.request.url == CHAT
+        assert flow.request.headers["authorization"] == REDACTED
+        assert json.loads(flow.request.content)["stream"] is True
         chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
         assert flow.response.stream(chunk) == chunk  # bytes pass unchanged
         assert flow.response.stream(b"") == b""
@@ -186,20 +192,31 @@ def test_errors_are_answered_locally(tmp_path: Path) -> None:
     with_gateway(tmp_path, scenario)
 
 
-def test_other_traffic_is_left_alone(tmp_path: Path) -> None:
+def test_other_traffic_passes_through_only_when_open(tmp_path: Path) -> None:
     async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
-        flow = gateway_flow(
-            "POST",
-            "https://example.com/v1/chat/completions",
-            {"model": "xai.grok-4"},
-            authorization="Bearer own",
-        )
-        flow.request.stream = True
-        await run_request_hooks(gateway, flow)
+        def other_flow() -> http.HTTPFlow:
+            flow = gateway_flow(
+                "POST",
+                "https://example.com/v1/chat/completions",
+                {"model": "xai.grok-4"},
+                authorization="Bearer own",
+            )
+            flow.request.stream = True
+            return flow
 
-        assert flow.response is None and flow.request.stream is True
-        assert flow.request.url == "https://example.com/v1/chat/completions"
-        assert flow.request.headers["authorization"] == "Bearer own"
+        ctx.options.update(gomodel_passthrough="true")
+        passed = other_flow()
+        await run_request_hooks(gateway, passed)
+        ctx.options.update(gomodel_passthrough="false")
+        refused = other_flow()
+        await run_request_hooks(gateway, refused)
+
+        assert passed.response is None and passed.request.stream is True
+        assert passed.request.url == "https://example.com/v1/chat/completions"
+        assert passed.request.headers["authorization"] == "Bearer own"
+        assert passed.request.headers["via"].startswith("1.1 gomodel-")
+        assert error_of(refused)["code"] == "passthrough_disabled"
+        assert refused.response.status_code == 403
 
     with_gateway(tmp_path, scenario)
 
@@ -309,7 +326,13 @@ def test_bad_hostnames_are_rejected(bad: str) -> None:
         ("192.168.1.5", 8080, ("192.168.1.5", 8080), True),
         ("localhost", 9090, ("127.0.0.1", 8080), False),
         ("example.com", 8080, ("127.0.0.1", 8080), False),
-        ("localhost", 8080, ("192.168.1.5", 8080), False),
+        ("localhost", 8080, ("192.168.1.5", 8080), True),  # this machine, the proxy's port
+        ("127.1", 8080, ("127.0.0.1", 8080), True),
+        ("0x7f000001", 8080, ("127.0.0.1", 8080), True),
+        ("2130706433", 8080, ("127.0.0.1", 8080), True),
+        ("[::1]", 8080, ("127.0.0.1", 8080), True),
+        ("0.0.0.0", 8080, ("192.168.1.5", 8080), True),
+        ("127.1", 80, ("127.0.0.1", 8080), False),  # another port of this machine
         ("example.com", 443, None, False),
     ],
 )

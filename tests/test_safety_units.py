@@ -11,6 +11,8 @@ from gomodel_gateway.auth import check_client_key
 from gomodel_gateway.config import ConfigError, load_config, parse_size
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.routing import check_body_size, check_declared_body
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
@@ -35,6 +37,15 @@ KEYS = ("gm-key-one", "gm-key-two")
         ("Basic gm-key-one", KEYS, False),
         ("gm-key-one", KEYS, False),
         ("Bearer sk-oracle-key", KEYS, False),
+        ("Bearer \xff\xfe", KEYS, False),
+        ("Bearer \udcff\udcfe", KEYS, False),  # bytes ff fe, as mitmproxy decodes them
+        ("Bearer gm-key-one\udcff", KEYS, False),
+        ("Bearer \ud800", KEYS, False),  # a lone surrogate outside surrogateescape's range
+        ("\udcff gm-key-one", KEYS, False),
+        ("Bearer " + "k" * 1_000_000, KEYS, False),
+        ("Bearer gm-key-", KEYS, False),  # a prefix of both keys
+        ("Bearer \x00", KEYS, False),
+        ("Bearer \udcff", ("\udcff",), True),  # a key with the same bytes still matches
     ],
 )
 def test_client_keys_are_checked(authorization, keys, accepted: bool) -> None:
@@ -45,6 +56,23 @@ def test_client_keys_are_checked(authorization, keys, accepted: bool) -> None:
         check_client_key(authorization, keys)
     assert (caught.value.status, caught.value.code) == (401, "invalid_api_key")
     assert "gm-key" not in caught.value.message
+
+
+# Header values as mitmproxy hands them over: any bytes, decoded with surrogateescape.
+HEADER_VALUES = st.one_of(
+    st.binary(max_size=200).map(lambda raw: raw.decode("utf-8", "surrogateescape")),
+    st.text(st.characters(exclude_categories=()), max_size=200),  # surrogates included
+    st.builds(lambda tail: "Bearer " + tail, st.text(st.characters(exclude_categories=()))),
+)
+
+
+@given(authorization=HEADER_VALUES)
+def test_any_authorization_value_is_a_plain_401(authorization: str) -> None:
+    if authorization.strip() in ("Bearer gm-key-one", "Bearer gm-key-two"):
+        return
+    with pytest.raises(GatewayError) as caught:
+        check_client_key(authorization, KEYS)
+    assert caught.value.status == 401
 
 
 @pytest.mark.parametrize(
@@ -195,7 +223,7 @@ def test_listening_beyond_loopback_without_a_master_key_warns(
                 gateway, gomodel_config=str(write(tmp_path / "c.yaml", "")), listen_host="0.0.0.0"
             )
             with caplog.at_level(logging.WARNING):
-                gateway.running()
+                await gateway.running()
             await gateway.done()
 
     asyncio.run(start())

@@ -21,26 +21,39 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import certifi
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, dns, exceptions, http, tcp, udp
+from mitmproxy.proxy import mode_specs
 
 from . import local, safejson
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING, starved
-from .auth import check_client_key
-from .config import ConfigError, GatewayConfig, Provider
+from .auth import check_client_key, is_client_key
+from .config import ConfigError, GatewayConfig, Provider, check_reload
 from .discovery import Discovery, fetch_models
 from .errors import JSON_HEADERS, GatewayError, error_body
+from .exposure import (
+    Exposure,
+    cors_headers,
+    decide_exposure,
+    is_looping,
+    loop_detected,
+    new_via_token,
+    origin_allowed,
+    origin_refused,
+    passthrough_refused,
+    preflight_headers,
+)
 from .hosts import is_gateway_request, is_loopback
 from .inventory import build_inventory
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
 from .options import OPTION_NAMES, Settings, declare_options, read_settings
-from .relay import StreamJob, StreamRelay
+from .relay import REFUSAL_PATH, StreamJob, StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .routing import (
     UPSTREAM_ENDPOINTS,
@@ -52,9 +65,10 @@ from .routing import (
     classify,
     route,
 )
+from .sockets import close_leftover_socket
 from .sse import StreamSummary, UsageChunkFilter, usage_tokens
 from .transport import Reply, Transport
-from .upstream import CLIENT_CREDENTIAL_HEADERS
+from .upstream import CLIENT_CREDENTIAL_HEADERS, FRAMING, is_returned
 from .watch import watch_file
 
 logger = logging.getLogger("gomodel")
@@ -62,6 +76,8 @@ logger = logging.getLogger("gomodel")
 UPSTREAM_TLS_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
 )
+LISTEN_OPTIONS = frozenset({"listen_host", "mode"})
+MAX_LOGGED_PATH = 200
 REDACTED = "[redacted by gomodel]"
 
 
@@ -81,10 +97,45 @@ class Exchange:
     error: str | None = None  # the code of a refused or failed request
     client_path: str = ""  # the path as the client sent it (the flow may be pointed elsewhere)
     finished: bool = False
+    authenticated: bool = False  # presented a master key, or none is needed
+    origin: str | None = None  # the allowed web origin the request came from
+    relay_path: str | None = None  # where mitmproxy fetches the answer in the relay
+    refusal: GatewayError | None = None  # a refusal answered without reading the body
+    sent: "SentRequest | None" = None  # the request as the client sent it, while at the relay
 
     @property
     def final_reply(self) -> Reply | None:
         return self.job.reply if self.job else self.reply
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """What a client sent, kept while its flow is pointed at the relay (which needs nothing of
+    it but a path), and put back so that mitmweb and flow files show the request as sent."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    headers: http.Headers
+    content: bytes | None
+
+    @classmethod
+    def of(cls, request: http.Request) -> "SentRequest":
+        return cls(
+            request.scheme,
+            request.host,
+            request.port,
+            request.path,
+            request.headers.copy(),
+            request.raw_content,
+        )
+
+    def put_back(self, request: http.Request) -> None:
+        request.scheme, request.host, request.port = self.scheme, self.host, self.port
+        request.path, request.headers = self.path, self.headers
+        if self.content is not None:
+            request.raw_content = self.content
 
 
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
@@ -93,11 +144,16 @@ Hook = Callable[["GoModel", http.HTTPFlow], Any]
 def fail_closed(hook: Hook) -> Hook:
     """Answer 502 instead of letting mitmproxy pass the flow on unmodified after an exception."""
 
-    before_upstream = hook.__name__ in ("requestheaders", "request")
-    consequence = "nothing was sent to Oracle" if before_upstream else "Oracle's answer is lost"
-
     def contain(self: "GoModel", flow: http.HTTPFlow, error: Exception) -> None:
         logger.error("gomodel: internal error in %s hook", hook.__name__, exc_info=error)
+        exchange = self.exchanges.pop(flow, None)  # later hooks leave this flow alone
+        if hook.__name__ in ("http_connect", "requestheaders"):
+            consequence = "nothing was sent to Oracle"
+        elif hook.__name__ == "request":
+            routed = exchange is not None and exchange.route is not None
+            consequence = "Oracle may have received it" if routed else "nothing was sent to Oracle"
+        else:
+            consequence = "Oracle's answer is lost"
         flow.response = http.Response.make(
             502,
             error_body(
@@ -111,7 +167,6 @@ def fail_closed(hook: Hook) -> Hook:
         )
         flow.comment = "gomodel gateway_error"
         flow.marked = ":red_circle:"
-        self.exchanges.pop(flow, None)  # later hooks leave this flow alone
 
     if inspect.iscoroutinefunction(hook):
 
@@ -150,6 +205,8 @@ class GoModel:
         )
         self.ssl_context: ssl.SSLContext | None = None
         self.is_running = False
+        self.exposure = Exposure(False, "not configured yet")
+        self.via_token = new_via_token()
 
     def load(self, loader: Any) -> None:
         declare_options(loader)
@@ -168,9 +225,13 @@ class GoModel:
         if updated & UPSTREAM_TLS_OPTIONS:
             self.ssl_context = None
         if not updated & OPTION_NAMES:
+            if updated & LISTEN_OPTIONS:
+                self.update_exposure()
             return
         try:
             settings = read_settings()
+            if self.is_running:
+                check_reload(self.config, settings.config)
         except ConfigError as e:
             if self.is_running:  # mitmproxy rejects the change and keeps the current state
                 raise exceptions.OptionsError(f"gomodel: {e}") from None
@@ -190,6 +251,7 @@ class GoModel:
         self.transport.configure(settings.config.retries, settings.config.failover, self.breakers)
         self.rebuild_inventory()
         self.log_configuration()
+        self.update_exposure()
         if self.is_running:
             self.start_discovery()
             if path_changed:
@@ -197,7 +259,8 @@ class GoModel:
 
     def reload_config_file(self) -> None:
         try:
-            settings = read_settings()
+            settings = read_settings(reload=True)
+            check_reload(self.config, settings.config)
         except ConfigError as e:
             logger.error(
                 "gomodel: configuration not reloaded, the previous one keeps serving: %s", e
@@ -238,12 +301,25 @@ class GoModel:
             ", ".join(self.hosts) or "no hostnames",
         )
 
+    def update_exposure(self) -> None:
+        """Decide again whether other traffic may pass through (settings or listen addresses
+        changed); say so when the answer changes."""
+        options = ctx.options
+        exposure = decide_exposure(
+            self.settings.passthrough,
+            bool(self.config.master_keys),
+            listen_hosts(options.listen_host, options.mode),
+        )
+        if exposure != self.exposure:
+            logger.info("gomodel: %s", exposure.describe())
+        self.exposure = exposure
+
     def rebuild_inventory(self) -> None:
         self.inventory = build_inventory(
             self.config.providers, self.discovered, self.inventory.created
         )
 
-    def running(self) -> None:
+    async def running(self) -> None:
         # Gateway hostnames don't resolve: mitmproxy must not connect before the rewrite.
         if ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")
@@ -258,6 +334,7 @@ class GoModel:
                 ctx.options.listen_host or "all interfaces",
             )
         self.is_running = True
+        await self.relay.start()
         self.start_discovery()
         self.start_config_watch()
 
@@ -309,32 +386,120 @@ class GoModel:
     # -- requests ------------------------------------------------------------------------------
 
     @fail_closed
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A CONNECT elsewhere is refused while pass-through is closed, before any tunnel."""
+        if self.exposure.open or self.is_for_gateway(flow):
+            return
+        exchange = self.start(flow, f"CONNECT {flow.request.host}:{flow.request.port}")
+        target = f"{flow.request.host}:{flow.request.port}"
+        self.refuse(flow, exchange, passthrough_refused(target))
+
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or not is_gateway_request(
-            flow.request.host, flow.request.port, self.hosts, flow.client_conn.sockname
-        ):
+        if flow.response:
+            return
+        request = flow.request
+        if is_looping(request.headers.get_all("via"), self.via_token):
+            self.refuse_unread(flow, self.start(flow, request.pretty_url), loop_detected())
+            return
+        if not self.is_for_gateway(flow):
+            if self.exposure.open:  # marked, so that a request coming back to us is a loop
+                request.headers.add("via", f"1.1 {self.via_token}")
+                return
+            exchange = self.start(flow, request.pretty_url)
+            self.refuse_unread(flow, exchange, passthrough_refused(request.pretty_url))
             return
         # Buffer the body: routing needs it, and nothing may stream to the original host.
-        flow.request.stream = False
-        exchange = self.exchanges[flow] = Exchange(
-            started=time.monotonic(), client_path=flow.request.path
-        )
-        headers = flow.request.headers
+        request.stream = False
+        exchange = self.start(flow, request.path)
+        headers = request.headers
         authorization = headers.get("authorization")
         for name in CLIENT_CREDENTIAL_HEADERS:  # never forwarded; not for mitmweb or flow files
             if name in headers:
                 headers[name] = REDACTED
         try:
-            exchange.request = classify(flow.request.method, flow.request.path)
-            if exchange.request.endpoint is not Endpoint.HEALTH:
-                check_client_key(authorization, self.config.master_keys)
-            check_declared_body(
-                headers.get("content-length"),
-                headers.get("content-encoding"),
-                self.settings.max_body_size,
-            )
+            if self.answer_preflight(flow, exchange):
+                return
+            exchange.request = self.admit(exchange, request, authorization)
         except GatewayError as e:
-            self.refuse(flow, exchange, e)
+            self.refuse_unread(flow, exchange, e)
+
+    def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
+        return is_gateway_request(
+            flow.request.host, flow.request.port, self.hosts, flow.client_conn.sockname
+        )
+
+    def start(self, flow: http.HTTPFlow, client_path: str) -> Exchange:
+        exchange = self.exchanges[flow] = Exchange(
+            started=time.monotonic(), client_path=client_path[:MAX_LOGGED_PATH]
+        )
+        return exchange
+
+    def answer_preflight(self, flow: http.HTTPFlow, exchange: Exchange) -> bool:
+        """Browsers: only allowed origins may call; their CORS preflights are answered here.
+        True when the request was answered."""
+        origin = flow.request.headers.get("origin")
+        if origin is None:
+            return False
+        if not origin_allowed(origin, self.settings.allowed_origins):
+            raise origin_refused(origin)
+        exchange.origin = origin
+        preflight = flow.request.method == "OPTIONS" and (
+            "access-control-request-method" in flow.request.headers
+        )
+        if preflight:
+            flow.response = http.Response.make(
+                204, b"", preflight_headers(origin, flow.request.headers)
+            )
+            self.finish(flow, exchange)
+        return preflight
+
+    def admit(
+        self, exchange: Exchange, request: http.Request, authorization: str | None
+    ) -> Request:
+        """What the headers alone decide: the endpoint, the key, the declared body."""
+        keys = self.config.master_keys
+        try:
+            endpoint = classify(request.method, request.path)
+        except GatewayError:
+            check_client_key(authorization, keys)  # a stranger learns nothing about paths
+            raise
+        exchange.authenticated = is_client_key(authorization, keys)
+        if endpoint.endpoint is not Endpoint.HEALTH:
+            check_client_key(authorization, keys)
+        check_declared_body(
+            request.headers.get("content-length"),
+            request.headers.get("content-encoding"),
+            self.settings.max_body_size,
+        )
+        return endpoint
+
+    def refuse_unread(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+        """Refuse a request from its headers without reading its body (see relay.py): the
+        body is dropped as it arrives and the connection closed after the answer. (Before the
+        relay runs, as in unit tests, the body is read first.)"""
+        if not (may_have_body(flow.request) and self.relay.port):
+            self.refuse(flow, exchange, error)
+            return
+        exchange.refusal = error
+        flow.request.stream = drop_body
+        self.point_at_relay(flow, exchange, REFUSAL_PATH)
+
+    def point_at_relay(self, flow: http.HTTPFlow, exchange: Exchange, path: str) -> None:
+        """mitmproxy fetches this flow's answer from the relay: no client header goes there (no
+        body, no 100 Continue, nothing its parser could refuse) and no body bytes."""
+        request = flow.request
+        exchange.sent = SentRequest.of(request)
+        request.scheme, request.host, request.port = "http", "127.0.0.1", self.relay.port
+        request.path = path
+        request.headers = http.Headers(host=f"127.0.0.1:{self.relay.port}")
+        if request.raw_content:
+            request.raw_content = b""
+
+    def put_back(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        if exchange.sent:
+            exchange.sent.put_back(flow.request)
+            exchange.sent = None
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -364,19 +529,19 @@ class GoModel:
         if planned.stream:
             await self.relay.start()
             exchange.job = StreamJob(planned, client_headers, self.transport)
-            flow.request.scheme, flow.request.host = "http", "127.0.0.1"
-            flow.request.port = self.relay.port
-            flow.request.path = self.relay.register(exchange.job)
+            try:
+                exchange.relay_path = self.relay.register(exchange.job)
+            except GatewayError as e:
+                self.refuse(flow, exchange, e)
+                return
+            self.point_at_relay(flow, exchange, exchange.relay_path)
             return
         try:
             reply = exchange.reply = await self.transport.send(planned, client_headers)
         except GatewayError as e:
             self.refuse(flow, exchange, e)
             return
-        headers = http.Headers(
-            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-        )
-        flow.response = http.Response.make(reply.status, reply.body, headers)
+        flow.response = http.Response.make(reply.status, reply.body, wire_headers(reply.headers))
         exchange.first_byte = time.monotonic()
         if 200 <= reply.status < 300:
             document = parse_json(reply.body)
@@ -395,7 +560,13 @@ class GoModel:
             headers = {"content-type": self.metrics.content_type}
             flow.response = http.Response.make(200, self.metrics.exposition(), headers)
         else:
-            body = local.answer(self.inventory, request, self.hosts, self.breaker_states())
+            body = local.answer(
+                self.inventory,
+                request,
+                self.hosts,
+                self.breaker_states(),
+                detailed=exchange.authenticated,
+            )
             flow.response = http.Response.make(200, body, JSON_HEADERS)
         self.finish(flow, exchange)
 
@@ -409,8 +580,17 @@ class GoModel:
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.job is None or flow.response is None:
+        if exchange is None or flow.response is None:
             return
+        if exchange.origin:
+            flow.response.headers.update(cors_headers(exchange.origin))
+        if exchange.job is None:
+            return
+        self.put_back(flow, exchange)  # the request has gone to the relay
+        # The relay's own headers (Server, Date) are not for clients.
+        for name in list(flow.response.headers):
+            if not (is_returned(name) or name.lower() in FRAMING):
+                del flow.response.headers[name]
         exchange.first_byte = time.monotonic()
         content_type = flow.response.headers.get("content-type", "")
         if 200 <= flow.response.status_code < 300 and content_type.startswith("text/event-stream"):
@@ -437,18 +617,51 @@ class GoModel:
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.job is None or flow.response is None:
+        if exchange is None or flow.response is None:
             return
-        if not flow.response.stream:  # a streamed call that Oracle answered with an error
+        if exchange.refusal:
+            self.answer_refusal(flow, exchange, exchange.refusal)
+        elif exchange.job and not flow.response.stream:  # a stream Oracle answered with an error
             self.finish(flow, exchange)
+
+    def answer_refusal(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+        """The relay ended a refused request: show it as the client sent it, and answer it."""
+        self.put_back(flow, exchange)
+        self.refuse(flow, exchange, error)
+        if exchange.origin:
+            flow.response.headers.update(cors_headers(exchange.origin))
+        if flow.request.http_version.startswith("HTTP/1"):
+            flow.response.headers["connection"] = "close"
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.route is None or exchange.finished:
+        if exchange is None or exchange.finished:
             return
+        if exchange.relay_path:  # the client left before mitmproxy fetched its stream
+            self.relay.discard(exchange.relay_path)
+        self.put_back(flow, exchange)
         exchange.error = "client_gone" if flow.error else "ended_early"
         self.finish(flow, exchange, f"ended early: {flow.error.msg if flow.error else '-'}")
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        if close_leftover_socket(ctx.master.addons.get("proxyserver"), client):
+            logger.debug("gomodel: closed a client socket mitmproxy left open")
+
+    # Raw TCP and UDP (other proxy modes, TLS pass-through) reach nothing while pass-through is
+    # closed: the gateway only speaks HTTP.
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        if not self.exposure.open:
+            flow.kill()
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        if not self.exposure.open:
+            flow.kill()
+
+    def dns_request(self, flow: dns.DNSFlow) -> None:
+        if not self.exposure.open:
+            flow.kill()
 
     def breaker_states(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()
@@ -523,6 +736,41 @@ class GoModel:
         if record.status >= 400 or record.error or warning:
             flow.marked = ":red_circle:" if record.status >= 400 or record.error else ":warning:"
         self.settings.access_log.write(record, warning)
+
+
+def listen_hosts(listen_host: str, modes: Sequence[str]) -> list[str]:
+    """The addresses mitmproxy listens on ("" for every interface), from its options."""
+    hosts = []
+    for spec in modes:
+        try:
+            hosts.append(mode_specs.ProxyMode.parse(spec).listen_host(listen_host))
+        except ValueError:
+            hosts.append("")  # unknown: assume exposed
+    return hosts
+
+
+def may_have_body(request: http.Request) -> bool:
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() != "0"
+    if "transfer-encoding" in request.headers:
+        return True
+    return not request.http_version.startswith("HTTP/1")  # HTTP/2 and 3 need not declare it
+
+
+def drop_body(chunk: bytes) -> bytes:
+    """A refused request's body, as mitmproxy streams it: dropped."""
+    return b""
+
+
+def wire_headers(headers: Iterable[tuple[str, str]]) -> http.Headers:
+    """Headers as bytes, whatever the upstream sent (aiohttp decodes them with surrogateescape)."""
+    return http.Headers(
+        [
+            (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+            for k, v in headers
+        ]
+    )
 
 
 def parse_json(body: bytes) -> dict[str, Any] | None:

@@ -2,10 +2,13 @@
 
 import ipaddress
 import re
+import socket
 
 LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_hosts(option: str) -> tuple[str, ...]:
@@ -22,16 +25,41 @@ def parse_hosts(option: str) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def is_loopback(host: str) -> bool:
-    if host in LOCAL_NAMES:
-        return True
+def ip_address(host: str) -> Address | None:
+    """The address a host names, in any spelling the system resolver accepts for an IP literal:
+    `127.1`, `0x7f000001`, `2130706433`, `0177.0.0.1`, `[::1]`, `::ffff:127.0.0.1`, `fe80::1%eth0`.
+    None for a hostname."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]").split("%")[0]
     try:
-        address = ipaddress.ip_address(host.split("%")[0])
+        address: Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:  # the classic inet_aton forms that getaddrinfo (and so mitmproxy) connects to
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
+        return address.ipv4_mapped
+    return address
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") in LOCAL_NAMES:
+        return True
+    address = ip_address(host)
+    return address is not None and address.is_loopback
+
+
+def names_this_machine(host: str, listen_host: str) -> bool:
+    """Whether a host, in any spelling, is this machine as seen from the proxy's listening
+    address: loopback, the unspecified address (0.0.0.0 connects to the local machine), or the
+    listening address itself."""
+    host = host.lower().rstrip(".")
+    if is_loopback(host):
+        return True
+    address = ip_address(host)
+    if address is None:
+        return host == listen_host.lower()
+    return address.is_unspecified or address == ip_address(listen_host)
 
 
 def is_gateway_request(
@@ -39,12 +67,12 @@ def is_gateway_request(
 ) -> bool:
     """A request to a gateway hostname, or sent straight to the proxy port (curl localhost:8080).
 
-    `listen` is the address the client connected to (mitmproxy's client_conn.sockname).
+    `listen` is the address the client connected to (mitmproxy's client_conn.sockname). A Host
+    naming this machine with the proxy's port is the proxy itself, however it is spelled:
+    forwarding it would make mitmproxy connect to itself, in a loop.
     """
-    host = host.lower().rstrip(".")
-    if host in hosts:
+    if host.lower().rstrip(".") in hosts:
         return True
     if not listen or port != listen[1]:
         return False
-    listen_host = listen[0].lower()
-    return host == listen_host or (is_loopback(host) and is_loopback(listen_host))
+    return names_this_machine(host, listen[0])

@@ -14,6 +14,7 @@ from mitmproxy import ctx
 
 from .accesslog import AccessLog, parse_bool, parse_format
 from .config import ConfigError, GatewayConfig, load_config, parse_size
+from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
@@ -34,7 +35,22 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "gomodel.local",
         "Comma-separated hostnames the gateway answers for (e.g. gomodel.local,api.openai.com). "
         "Requests sent straight to the proxy port are always answered. Other traffic passes "
-        "through untouched.",
+        "through only as gomodel_passthrough allows.",
+    ),
+    (
+        "gomodel_passthrough",
+        "auto",
+        "Whether requests that are not for the gateway (other hosts, CONNECT tunnels elsewhere) "
+        "are forwarded: auto forwards them only while mitmproxy listens on loopback alone and no "
+        "master key is configured; true always (an open proxy for whoever can reach the port); "
+        "false never. Refused requests get 403 and nothing is forwarded.",
+    ),
+    (
+        "gomodel_allowed_origins",
+        "",
+        "Comma-separated web origins (e.g. https://app.example.com,http://localhost:3000) whose "
+        "pages may call the gateway from a browser, or * for any. Requests carrying any other "
+        "Origin header get 403; CORS preflights are answered for listed origins only.",
     ),
     (
         "gomodel_max_body_size",
@@ -85,10 +101,13 @@ class Settings:
     access_log: AccessLog = field(default_factory=AccessLog)
     log_bodies: bool = False
     stream_usage: bool = False
+    passthrough: Passthrough = Passthrough.AUTO
+    allowed_origins: frozenset[str] = frozenset()
 
 
-def read_settings() -> Settings:
-    """Read the options, the environment and the configuration file; ConfigError if invalid."""
+def read_settings(reload: bool = False) -> Settings:
+    """Read the options, the environment and the configuration file; ConfigError if invalid.
+    `reload`: the file changed while serving, and must be there with content (see config.py)."""
     try:
         hosts = parse_hosts(ctx.options.gomodel_hosts)
     except ValueError as e:
@@ -101,11 +120,23 @@ def read_settings() -> Settings:
         log_format = parse_format(ctx.options.gomodel_access_log_format)
         log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
         stream_usage = parse_bool(ctx.options.gomodel_stream_usage, "gomodel_stream_usage")
+        passthrough = parse_passthrough(ctx.options.gomodel_passthrough)
+        allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
     log_file = ctx.options.gomodel_access_log_file
     access_log = AccessLog(log_format, Path(log_file).expanduser() if log_file else None)
     explicit = bool(ctx.options.gomodel_config)
     path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
-    config = load_config(path, os.environ, required=explicit)
-    return Settings(hosts, config, path, max_body_size, access_log, log_bodies, stream_usage)
+    config = load_config(path, os.environ, required=explicit, reload=reload)
+    return Settings(
+        hosts,
+        config,
+        path,
+        max_body_size,
+        access_log,
+        log_bodies,
+        stream_usage,
+        passthrough,
+        allowed_origins,
+    )

@@ -1,30 +1,33 @@
 """What goes to Oracle: the URL for a target, and the headers, including the one place the
-provider key is set. Pure: headers are plain (name, value) pairs."""
+provider key is set. Pure: headers are plain (name, value) pairs.
 
+Headers cross by allowlist, both ways: a client's cookies, forwarding headers, OpenAI account
+headers or other services' keys never reach Oracle, and Oracle's cookies, auth challenges and
+internal headers never reach clients.
+"""
+
+import re
 from collections.abc import Iterable
 
 from .config import Provider
 
-# Credentials a client may send to the gateway; none of them may reach Oracle.
+# Credentials a client may send to the gateway; redacted on the flow once checked.
 CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
+# What a call needs: the body's type, what the client accepts (JSON or an event stream), who is
+# calling (Oracle's logs), and Oracle's request tracing id when the client sets its own.
+FORWARDED = frozenset({"content-type", "accept", "user-agent", "opc-request-id"})
+# What a client needs of Oracle's answer: the body's type, caching of streams, the id Oracle
+# support asks for, when to retry, and rate-limit state.
+RETURNED = frozenset(
+    {"content-type", "cache-control", "opc-request-id", "x-request-id", "retry-after"}
 )
-# The HTTP client sets these itself (and decodes compressed answers before they are passed on).
-NOT_FORWARDED = (
-    HOP_BY_HOP | CLIENT_CREDENTIAL_HEADERS | {"host", "content-length", "accept-encoding"}
+RETURNED_PREFIXES = ("x-ratelimit-",)
+# How a body is framed on the wire; kept on answers mitmproxy passes on from the stream relay.
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+PROJECT_HEADER = "openai-project"
+PROJECT_OCID = re.compile(
+    r"^ocid1\.generativeaiproject\.[a-z0-9_-]+\.[a-z0-9_-]*\.[A-Za-z0-9._-]+$"
 )
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding"}
 
 
 def upstream_url(provider: Provider, endpoint: str, query: str) -> str:
@@ -33,19 +36,37 @@ def upstream_url(provider: Provider, endpoint: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
+def is_project_ocid(value: str) -> bool:
+    """An OCI Generative AI project OCID (what Oracle expects in OpenAI-Project), not an OpenAI
+    project id such as proj_..."""
+    return bool(PROJECT_OCID.match(value.strip()))
+
+
 def outgoing_headers(
     client_headers: Iterable[tuple[str, str]], provider: Provider
 ) -> list[tuple[str, str]]:
-    """The client's headers minus its credentials and hop-by-hop ones, authenticated as the
-    provider, with the provider's Generative AI project unless the client named one. This is
-    where the Oracle key is set, and the only place."""
-    headers = [(k, v) for k, v in client_headers if k.lower() not in NOT_FORWARDED]
+    """The client's headers that a call needs, authenticated as the provider, with the client's
+    Generative AI project when it named one, else the provider's. This is where the Oracle key
+    is set, and the only place."""
+    headers: list[tuple[str, str]] = []
+    project = provider.project
+    for name, value in client_headers:
+        lowered = name.lower()
+        if lowered in FORWARDED:
+            headers.append((name, value))
+        elif lowered == PROJECT_HEADER and is_project_ocid(value):
+            project = value.strip()
     headers.append(("authorization", f"Bearer {provider.api_key}"))
-    if provider.project and not any(k.lower() == "openai-project" for k, _ in headers):
-        headers.append(("OpenAI-Project", provider.project))
+    if project:
+        headers.append(("OpenAI-Project", project))
     return headers
+
+
+def is_returned(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in RETURNED or lowered.startswith(RETURNED_PREFIXES)
 
 
 def returned_headers(upstream_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Oracle's response headers as the client may see them (opc-request-id included)."""
-    return [(k, v) for k, v in upstream_headers if k.lower() not in NOT_RETURNED]
+    return [(k, v) for k, v in upstream_headers if is_returned(k)]

@@ -1,0 +1,489 @@
+"""Closed to strangers: what the proxy port gives someone on the same network, end to end with a
+real mitmdump. Every load here is bounded and stays on loopback."""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from capture import CaptureServer
+from conftest import openai_client
+from processes import Gateway, Simulator, free_port, start_gateway
+
+MASTER = "gm-team-key-5b8e1d"
+HUNDRED_MIB = 100 * 1024 * 1024
+UPLOAD = 300_000_000
+CUT_OFF = 64 * 1024 * 1024  # a refused upload must be stopped long before this
+
+
+def rss_kib(gateway: Gateway) -> int:
+    status = Path(f"/proc/{gateway.process.popen.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def open_fds(gateway: Gateway) -> int:
+    return len(list(Path(f"/proc/{gateway.process.popen.pid}/fd").iterdir()))
+
+
+def exchange(port: int, raw: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, read until the proxy closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(raw)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+                if answer_complete(answer):
+                    break
+        except TimeoutError:
+            pass
+    return answer
+
+
+def answer_complete(answer: bytes) -> bool:
+    head, found, body = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+@dataclass
+class Upload:
+    accepted: int  # bytes the proxy took before it stopped the upload
+    stopped_by: str
+    answer: bytes
+
+
+def upload(port: int, head: bytes, total: int, chunked: bool) -> Upload:
+    """Send a large body as fast as the proxy takes it, reading the answer on the side."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    answer = bytearray()
+
+    def read() -> None:
+        try:
+            while chunk := connection.recv(65536):
+                answer.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    block = b"\0" * (1024 * 1024)
+    frame = (b"%x\r\n" % len(block)) + block + b"\r\n" if chunked else block
+    accepted, stopped_by = 0, "sent everything"
+    try:
+        connection.sendall(head)
+        while accepted < total:
+            connection.sendall(frame)
+            accepted += len(block)
+    except OSError as e:
+        stopped_by = type(e).__name__
+    reader.join(timeout=10)
+    connection.close()
+    return Upload(accepted, stopped_by, bytes(answer))
+
+
+@pytest.fixture
+def team_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
+    """A shared gateway: master key set, flows written to a file."""
+    gateway = start_gateway(
+        tmp_path,
+        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER),
+        "-w",
+        str(tmp_path / "flows.mitm"),
+        ca=chicago.ca,
+    )
+    yield gateway
+    gateway.stop()
+
+
+# -- refusals before reading ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunked", "status", "code"),
+    [
+        pytest.param(
+            b"Host: gomodel.local\r\nTransfer-Encoding: chunked\r\n",
+            True,
+            401,
+            "invalid_api_key",
+            id="no-key-chunked",
+        ),
+        pytest.param(
+            f"Host: gomodel.local\r\nAuthorization: Bearer {MASTER}\r\n"
+            f"Content-Length: {UPLOAD}\r\n".encode(),
+            False,
+            413,
+            "request_too_large",
+            id="declared-too-large",
+        ),
+        pytest.param(
+            f"Host: gomodel.local\r\nContent-Length: {UPLOAD}\r\n".encode(),
+            False,
+            401,
+            "invalid_api_key",
+            id="no-key-declared",
+        ),
+        pytest.param(
+            b"Host: example.invalid\r\nTransfer-Encoding: chunked\r\n",
+            True,
+            403,
+            "passthrough_disabled",
+            id="foreign-host",
+        ),
+    ],
+)
+def test_a_refused_upload_is_answered_before_its_body_is_read(
+    team_gateway: Gateway, chicago: Simulator, tmp_path: Path, headers, chunked, status, code
+) -> None:
+    before = rss_kib(team_gateway)
+    head = b"POST /v1/chat/completions HTTP/1.1\r\n" + headers + b"\r\n"
+    sent = upload(team_gateway.port, head, UPLOAD, chunked)
+    after = rss_kib(team_gateway)
+
+    got_status, document = status_and_json(sent.answer)
+    assert (got_status, document["error"]["code"]) == (status, code)
+    assert sent.accepted < CUT_OFF, f"the proxy read {sent.accepted} bytes ({sent.stopped_by})"
+    assert sent.stopped_by in ("ConnectionResetError", "BrokenPipeError")
+    assert after - before < 20 * 1024, f"RSS grew from {before} to {after} KiB"
+    time.sleep(0.5)  # the flow file is written when the flow ends
+    assert (tmp_path / "flows.mitm").stat().st_size < 64 * 1024
+    assert chicago.posts() == []
+
+
+def test_refused_uploads_keep_memory_and_descriptors_flat(team_gateway: Gateway) -> None:
+    """Ten 300 MB uploads without a key, one after another."""
+    head = (
+        b"POST /v1/responses HTTP/1.1\r\nHost: gomodel.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    upload(team_gateway.port, head, UPLOAD, chunked=True)  # warm up
+    fds, rss = open_fds(team_gateway), rss_kib(team_gateway)
+    accepted = [upload(team_gateway.port, head, UPLOAD, chunked=True).accepted for _ in range(10)]
+    time.sleep(0.5)
+
+    assert max(accepted) < CUT_OFF
+    assert open_fds(team_gateway) <= fds + 2
+    assert rss_kib(team_gateway) - rss < 20 * 1024
+
+
+# -- closed to other hosts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        pytest.param("GET http://{target}/anything HTTP/1.1\r\nHost: {target}\r\n", id="absolute"),
+        pytest.param("GET /anything HTTP/1.1\r\nHost: {target}\r\n", id="foreign-host-header"),
+        pytest.param("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n", id="connect"),
+        pytest.param(
+            "GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer "
+            + MASTER
+            + "\r\n",
+            id="absolute-with-master-key",
+        ),
+    ],
+)
+def test_a_closed_proxy_forwards_nothing_to_other_hosts(
+    team_gateway: Gateway, request_head: str
+) -> None:
+    with CaptureServer() as target:
+        raw = request_head.format(target=target.address).encode() + b"\r\n"
+        answer = exchange(team_gateway.port, raw)
+        seen = target.seen()
+
+    status, document = status_and_json(answer)
+    assert (status, document["error"]["code"]) == (403, "passthrough_disabled")
+    assert seen == []
+    assert "pass-through closed" in team_gateway.log()
+
+
+@pytest.mark.parametrize(
+    ("env", "options", "forwarded", "reason"),
+    [
+        pytest.param({}, (), True, "loopback only and no master key", id="auto-loopback"),
+        pytest.param(
+            {"GOMODEL_MASTER_KEY": MASTER},
+            (),
+            False,
+            "master keys are configured",
+            id="auto-master-key",
+        ),
+        pytest.param(
+            {},
+            ("--listen-host", "0.0.0.0"),
+            False,
+            "mitmproxy listens on 0.0.0.0",
+            id="auto-all-interfaces",
+        ),
+        pytest.param(
+            {}, ("--set", "gomodel_passthrough=false"), False, "passthrough=false", id="false"
+        ),
+        pytest.param(
+            {"GOMODEL_MASTER_KEY": MASTER},
+            ("--set", "gomodel_passthrough=true"),
+            True,
+            "passthrough=true",
+            id="true-with-master-key",
+        ),
+    ],
+)
+def test_passthrough_modes(
+    tmp_path: Path, chicago: Simulator, env, options, forwarded, reason
+) -> None:
+    gateway = start_gateway(tmp_path, chicago.oracle_env("xai.grok-4", **env), *options)
+    try:
+        with CaptureServer() as target:
+            raw = f"GET http://{target.address}/x HTTP/1.1\r\nHost: {target.address}\r\n\r\n"
+            answer = exchange(gateway.port, raw.encode())
+            seen = target.seen()
+        models = exchange(
+            gateway.port,
+            f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+            f"Authorization: Bearer {MASTER}\r\n\r\n".encode(),
+        )
+    finally:
+        gateway.stop()
+
+    assert reason in gateway.log()
+    assert models.startswith(b"HTTP/1.1 200")  # the gateway itself serves in every mode
+    if forwarded:
+        assert answer.endswith(b"captured")
+        (request,) = seen
+        assert b"\r\nvia: 1.1 gomodel-" in request.lower()
+    else:
+        assert status_and_json(answer)[0] == 403
+        assert seen == []
+
+
+# -- no loops -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling", ["127.1", "0x7f000001", "2130706433", "0177.0.0.1", "0.0.0.0", "127.0.0.2"]
+)
+def test_a_host_naming_the_proxy_in_any_spelling_is_the_gateway(
+    team_gateway: Gateway, spelling: str
+) -> None:
+    fds = open_fds(team_gateway)
+    raw = (
+        f"GET /v1/models HTTP/1.1\r\nHost: {spelling}:{team_gateway.port}\r\n"
+        f"Authorization: Bearer {MASTER}\r\n\r\n"
+    )
+    status, document = status_and_json(exchange(team_gateway.port, raw.encode()))
+    time.sleep(0.3)
+
+    assert status == 200 and document["object"] == "list"
+    assert open_fds(team_gateway) <= fds + 2
+
+
+def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    """An open proxy on every interface with a second listener: a request for 127.0.0.2 at the
+    second port reaches the proxy itself under an address mitmproxy's own self-connect check
+    does not know, and is caught by the Via mark the gateway put on it."""
+    second = free_port()
+    gateway = start_gateway(
+        tmp_path,
+        chicago.oracle_env("xai.grok-4"),
+        "--listen-host",
+        "0.0.0.0",
+        "--set",
+        "gomodel_passthrough=true",
+        "--mode",
+        "regular",
+        "--mode",
+        f"regular@{second}",
+    )
+    try:
+        fds = open_fds(gateway)
+        raw = f"GET /anything HTTP/1.1\r\nHost: 127.0.0.2:{second}\r\n\r\n"
+        answers = [exchange(gateway.port, raw.encode()) for _ in range(5)]
+        time.sleep(0.5)
+        fds_after = open_fds(gateway)
+    finally:
+        gateway.stop()
+
+    for answer in answers:
+        status, document = status_and_json(answer)
+        assert (status, document["error"]["code"]) == (508, "loop_detected")
+    assert fds_after <= fds + 4
+
+
+# -- abandoned streams ----------------------------------------------------------------------------
+
+
+def test_abandoned_streams_leave_nothing_behind(team_gateway: Gateway, chicago: Simulator) -> None:
+    """100 streamed calls with 2 MiB bodies whose clients leave as soon as they have sent, one
+    after another. Memory settles after the first few (the allocator keeps what it reuses);
+    before the fix each abandoned call kept its body, about 2 MiB more per call."""
+    chicago.configure(header_delay=0.5)
+    body = json.dumps(
+        {
+            "model": "xai.grok-4",
+            "stream": True,
+            "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}],
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\n"
+        f"Authorization: Bearer {MASTER}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    rss = {}
+    for number in range(1, 101):
+        with socket.create_connection(("127.0.0.1", team_gateway.port)) as connection:
+            connection.sendall(head + body)
+        deadline = time.monotonic() + 10
+        while team_gateway.log().count("gomodel oracle xai.grok-4") < number:
+            assert time.monotonic() < deadline, "the gateway did not log the abandoned call"
+            time.sleep(0.02)
+        rss[number] = rss_kib(team_gateway)
+
+    second_half = rss[100] - rss[50]
+    assert second_half < 40 * 1024, f"RSS grew by {second_half} KiB over the last 50 calls"
+    assert team_gateway.log().count("ended early") >= 100
+    assert openai_client(team_gateway, MASTER).models.list().data  # still serving
+
+
+# -- browsers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
+    """No master key, on loopback: the setup a web page could reach."""
+    gateway = start_gateway(
+        tmp_path,
+        chicago.oracle_env("xai.grok-4"),
+        "--set",
+        "gomodel_allowed_origins=http://localhost:3000",
+        ca=chicago.ca,
+    )
+    yield gateway
+    gateway.stop()
+
+
+def chat_request(port: int, **headers: str) -> bytes:
+    body = json.dumps({"model": "xai.grok-4", "messages": [{"role": "user", "content": "hi"}]})
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    raw = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    return exchange(port, raw.encode())
+
+
+def test_a_cross_site_post_is_refused_and_sends_nothing(
+    browser_gateway: Gateway, chicago: Simulator
+) -> None:
+    answer = chat_request(
+        browser_gateway.port, Origin="https://evil.example", **{"Content-Type": "text/plain"}
+    )
+
+    status, document = status_and_json(answer)
+    assert (status, document["error"]["code"]) == (403, "origin_not_allowed")
+    assert chicago.posts() == []
+
+
+def test_an_allowed_origin_gets_cors_answers(browser_gateway: Gateway, chicago: Simulator) -> None:
+    origin = "http://localhost:3000"
+    port = browser_gateway.port
+    preflight = exchange(
+        port,
+        f"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\n"
+        "Access-Control-Request-Method: POST\r\n"
+        "Access-Control-Request-Headers: authorization, content-type\r\n\r\n".encode(),
+    ).lower()
+    refused_preflight = exchange(
+        port,
+        f"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n\r\n".encode(),
+    )
+    answer = chat_request(port, Origin=origin, **{"Content-Type": "application/json"})
+
+    assert preflight.startswith(b"http/1.1 204")
+    assert f"access-control-allow-origin: {origin}".encode() in preflight
+    assert b"access-control-allow-headers: authorization, content-type" in preflight
+    assert status_and_json(refused_preflight)[0] == 403
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert f"access-control-allow-origin: {origin}".encode() in answer.lower()
+    assert len(chicago.posts()) == 1
+
+
+# -- hostile credentials --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer \xff\xfe",
+        b"Bearer " + MASTER.encode() + b"\xff",
+        b"\xc3(",
+        b"Bearer " + b"k" * 60000,
+    ],
+)
+def test_any_bytes_in_authorization_are_a_plain_401(team_gateway: Gateway, value: bytes) -> None:
+    raw = b"GET /v1/models HTTP/1.1\r\nHost: gomodel.local\r\nAuthorization: " + value + b"\r\n\r\n"
+    status, document = status_and_json(exchange(team_gateway.port, raw))
+
+    assert (status, document["error"]["code"]) == (401, "invalid_api_key")
+    assert "Traceback" not in team_gateway.log()
+
+
+# -- reloads never open ---------------------------------------------------------------------------
+
+
+def test_a_reload_never_opens_a_guarded_gateway(tmp_path: Path, chicago: Simulator) -> None:
+    config = tmp_path / "gomodel.yaml"
+    guarded = (
+        "server:\n  master_keys: [gm-file-key-91c3]\n"
+        "providers:\n  oracle:\n    base_url: ${URL}\n    api_key: ${KEY}\n"
+        "    models: [xai.grok-4]\n    models_mode: allowlist\n"
+    )
+    keyless = guarded.replace("server:\n  master_keys: [gm-file-key-91c3]\n", "")
+    config.write_text(guarded)
+    gateway = start_gateway(
+        tmp_path / "gw",
+        {"URL": chicago.base_url(), "KEY": chicago.api_key},
+        "--set",
+        f"gomodel_config={config}",
+        ca=chicago.ca,
+    )
+    no_key = f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n\r\n".encode()
+    edits = {
+        "truncated": lambda: config.write_text(""),
+        "comment only": lambda: config.write_text("# being edited\n"),
+        "deleted": config.unlink,
+        "keys removed": lambda: config.write_text(keyless),
+    }
+    statuses = {}
+    try:
+        for name, edit in edits.items():
+            errors_before = gateway.log().count("configuration not reloaded")
+            edit()
+            deadline = time.monotonic() + 10
+            while gateway.log().count("configuration not reloaded") == errors_before:
+                assert time.monotonic() < deadline, f"{name}: no error line"
+                time.sleep(0.1)
+            statuses[name] = int(exchange(gateway.port, no_key).split(b" ")[1])
+            config.write_text(guarded)
+            time.sleep(1.5)  # the restored file is read again (same keys: accepted)
+    finally:
+        gateway.stop()
+
+    assert statuses == dict.fromkeys(edits, 401)
+    assert "gm-file-key-91c3" not in gateway.log()
