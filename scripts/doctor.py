@@ -8,6 +8,7 @@ Steps: the configuration parses and every variable resolves; per provider, the b
 and region, DNS, TLS, whether Oracle accepts the key (one minimal chat call), whether /models is
 available, and OCI discovery when configured; then the three verification calls (models,
 responses, chat completions) through a gateway. Prints a table; exit status 1 if anything failed.
+Like the gateway, the doctor never follows a redirect with the key: it reports it as a failure.
 """
 
 import argparse
@@ -28,8 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "addon"))
 
 from gomodel_gateway.config import ConfigError, GatewayConfig, Provider, load_config  # noqa: E402
-from gomodel_gateway.discovery import DiscoveryError  # noqa: E402
+from gomodel_gateway.discovery import DiscoveryError, RedirectRefused  # noqa: E402
 from gomodel_gateway.oci_discovery import fetch_oci_models  # noqa: E402
+from gomodel_gateway.redirects import direct_opener, is_redirect, refused  # noqa: E402
 from gomodel_gateway.regions import INFERENCE_HOST, check_region  # noqa: E402
 
 DEFAULT_CONFIG = HERE.parent / "config.yaml"
@@ -45,6 +47,11 @@ FIX_404 = (
 FIX_401 = (
     "The key was not accepted: use an OCI Generative AI API key (sk-...) created in this region, "
     "not the OCI CLI's signing key from ~/.oci/config."
+)
+FIX_REDIRECT = (
+    "The key was not sent there. Set base_url to Oracle's inference endpoint itself "
+    "(https://inference.generativeai.<region>.oci.oraclecloud.com/20231130/actions/v1), not to "
+    "an address that redirects."
 )
 
 
@@ -64,13 +71,12 @@ def http(
     request.add_header("Authorization", f"Bearer {key}")
     if data:
         request.add_header("Content-Type", "application/json")
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
     try:
-        with opener.open(request, timeout=TIMEOUT) as response:
+        with direct_opener(context).open(request, timeout=TIMEOUT) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
+        if is_redirect(e.code):
+            raise RedirectRefused(refused(e.code, url, e.headers.get("location"))) from e
         return e.code, e.read().decode(errors="replace")
 
 
@@ -198,6 +204,8 @@ def check_key(provider: Provider, context: ssl.SSLContext) -> Check:
         status, text = http(
             "POST", provider.base_url + "/chat/completions", provider.api_key, context, body
         )
+    except RedirectRefused as e:
+        return Check("API key", provider.name, "fail", f"Oracle {e}. {FIX_REDIRECT}")
     except OSError as e:
         return Check("API key", provider.name, "fail", f"no answer: {e}")
     if status == 200:
@@ -222,6 +230,8 @@ def check_models(provider: Provider, context: ssl.SSLContext) -> Check:
         return Check("/models", provider.name, "skip", "models_mode: allowlist never asks")
     try:
         status, text = http("GET", provider.base_url + "/models", provider.api_key, context)
+    except RedirectRefused as e:
+        return Check("/models", provider.name, "fail", f"Oracle {e}. {FIX_REDIRECT}")
     except OSError as e:
         return Check("/models", provider.name, "warn", f"no answer: {e}")
     if status == 200:

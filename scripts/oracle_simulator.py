@@ -8,9 +8,11 @@ models' small-max_tokens quirk, and an `opc-request-id` on every answer.
 
 Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received,
 POST /_sim/reset forgets them and restores the start settings, POST /_sim/settings changes
-them: list_models, models, chunk_delay, stream_bytes (pads chat streams to about that size), and
+them: list_models, models, chunk_delay, stream_bytes (pads chat streams to about that size),
 faults for generation calls (fail: statuses for the next requests, header_delay: seconds before
-answering, cut_after: events before a stream's connection is dropped).
+answering, cut_after: events before a stream's connection is dropped), and redirects: a 302 to
+the given URL for the given endpoints, before any key check ({"models": url, "responses": url,
+"chat/completions": url}), as a misconfigured or hostile server in between would answer.
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
 prints `oracle simulator listening at https://127.0.0.1:PORT` once ready; the CA that signed its
@@ -71,6 +73,7 @@ class Simulator:
             "header_delay": 0.0,  # seconds before a generation answer starts
             "cut_after": None,  # drop streams' connections after this many events
             "stream_bytes": 0,  # pad chat streams with filler deltas to about this size
+            "redirects": {},  # endpoint (e.g. "models") -> URL it answers a 302 to
         }
         self.settings = dict(self.initial_settings)
 
@@ -131,6 +134,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_oracle_error(self, status: int, message: str) -> None:
         self.send_json(status, {"code": str(status), "message": message})
+
+    def send_redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("location", location)
+        self.send_header("content-length", "0")
+        self.send_header("opc-request-id", self.request_id)
+        self.end_headers()
 
     def start_stream(self) -> None:
         self.send_response(200)
@@ -199,6 +209,10 @@ class Handler(BaseHTTPRequestHandler):
         if base is None:
             self.send_oracle_error(*NOT_FOUND)
             return
+        endpoint = path[len(base) + 1 :]
+        if location := simulator.settings["redirects"].get(endpoint):
+            self.send_redirect(location)
+            return
         authorization = self.headers.get("authorization", "")
         if not authorization.startswith("Bearer "):
             self.send_oracle_error(*NOT_AUTHENTICATED)
@@ -206,7 +220,6 @@ class Handler(BaseHTTPRequestHandler):
         if authorization.removeprefix("Bearer ") not in simulator.api_keys:
             self.send_oracle_error(*NOT_FOUND)
             return
-        endpoint = path[len(base) + 1 :]
         if method == "GET" and endpoint == "models":
             self.list_models()
         elif method == "POST" and endpoint in ("chat/completions", "responses"):

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from capture import CaptureServer
 from hypothesis import settings
 from openai import DefaultHttpxClient, OpenAI
 from processes import Gateway, Simulator, start_gateway, start_simulator
@@ -68,6 +69,17 @@ def chicago(simulators: tuple[Simulator, Simulator]) -> Simulator:
 def frankfurt(simulators: tuple[Simulator, Simulator]) -> Simulator:
     simulators[1].reset()
     return simulators[1]
+
+
+@pytest.fixture
+def capture() -> Iterator[CaptureServer]:
+    """A server recording whatever reaches it: where a followed redirect would send the key."""
+    with CaptureServer() as server:
+        yield server
+
+
+def capture_url(capture: CaptureServer, path: str = "/captured") -> str:
+    return f"http://{capture.address}{path}"
 
 
 @pytest.fixture(scope="session")

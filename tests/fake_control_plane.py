@@ -1,6 +1,7 @@
 """A fake OCI Generative AI control plane: HTTPS on loopback, GET /20231130/models, answered only
 to requests carrying a valid OCI signature (draft-cavage HTTP signatures, rsa-sha256) made with the
-test key, and paged with opc-next-page. Also makes that key and an ~/.oci/config for it."""
+test key, and paged with opc-next-page. Also makes that key and an ~/.oci/config for it.
+With `redirect_to` set, every request is answered a 302 to that URL instead."""
 
 import base64
 import hashlib
@@ -135,6 +136,7 @@ class ControlPlane:
     identity: OciIdentity
     items: list[dict[str, Any]]
     page_size: int = 2
+    redirect_to: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -161,6 +163,9 @@ class ControlPlane:
             def do_GET(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 plane.received.append({"path": self.path, "headers": headers})
+                if plane.redirect_to:
+                    self.answer(302, {}, {"location": plane.redirect_to})
+                    return
                 problem = check_signature(
                     "GET",
                     self.path,

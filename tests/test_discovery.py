@@ -2,17 +2,21 @@
 
 import asyncio
 import ssl
+import time
+from pathlib import Path
 
 import pytest
-from conftest import CHICAGO_KEY
+from capture import CaptureServer
+from conftest import CHICAGO_KEY, capture_url, openai_client
 from gomodel_gateway.config import Provider
 from gomodel_gateway.discovery import (
     Discovery,
     DiscoveryError,
+    RedirectRefused,
     fetch_models,
     parse_models_response,
 )
-from processes import Simulator
+from processes import Simulator, start_gateway
 
 
 @pytest.mark.parametrize(
@@ -62,6 +66,40 @@ def test_failed_discovery_says_why(chicago: Simulator, list_models, key, message
     chicago.configure(list_models=list_models)
     with pytest.raises(DiscoveryError, match=message):
         fetch_models(provider_for(chicago, key), context_for(chicago))
+
+
+def test_a_redirected_models_call_is_refused_and_the_key_goes_nowhere(
+    chicago: Simulator, capture: CaptureServer
+) -> None:
+    chicago.configure(list_models=True, redirects={"models": capture_url(capture, "/s?t=x")})
+    with pytest.raises(RedirectRefused) as caught:
+        fetch_models(provider_for(chicago), context_for(chicago))
+
+    assert str(caught.value) == (
+        "GET /models answered 302, a redirect to 127.0.0.1: redirect refused: the gateway does "
+        "not follow redirects with the provider key"
+    )
+    assert capture.seen() == []
+    assert len(chicago.requests()) == 1
+
+
+def test_a_gateway_whose_models_call_redirects_logs_it_and_serves_its_configured_models(
+    tmp_path: Path, chicago: Simulator, capture: CaptureServer
+) -> None:
+    chicago.configure(list_models=True, redirects={"models": capture_url(capture)})
+    gateway = start_gateway(tmp_path, chicago.oracle_env("xai.grok-4"), ca=chicago.ca)
+    try:
+        deadline = time.monotonic() + 15
+        while "model discovery unavailable" not in gateway.log():
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.1)
+        ids = [m.id for m in openai_client(gateway).models.list().data]
+    finally:
+        gateway.stop()
+    assert ids == ["xai.grok-4"]
+    assert "provider oracle: model discovery unavailable (GET /models answered 302" in gateway.log()
+    assert "redirect refused" in gateway.log()
+    assert capture.seen() == []
 
 
 def test_untrusted_certificate_is_a_discovery_error(chicago: Simulator) -> None:

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import oci
 import pytest
-from conftest import CHICAGO_KEY, openai_client
+from capture import CaptureServer
+from conftest import CHICAGO_KEY, capture_url, openai_client
 from fake_control_plane import (
     COMPARTMENT,
     TENANCY,
@@ -23,8 +24,8 @@ from fake_control_plane import (
 )
 from gomodel_gateway.adapt import ModelRules, adapt, starved
 from gomodel_gateway.config import Provider
-from gomodel_gateway.discovery import DiscoveryError
-from gomodel_gateway.oci_discovery import fetch_oci_models, select_chat_models
+from gomodel_gateway.discovery import DiscoveryError, RedirectRefused
+from gomodel_gateway.oci_discovery import fetch_oci_models, redirect_answer, select_chat_models
 from processes import REPO, Gateway, Simulator, clean_env, start_gateway
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -199,6 +200,35 @@ def test_discovery_with_the_wrong_key_is_refused(identity, tmp_path: Path) -> No
         with pytest.raises(DiscoveryError, match="answered 401 NotAuthenticated"):
             fetch_oci_models(provider, str(plane.write_ca(tmp_path / "ca.pem")))
     assert plane.rejected and plane.rejected[0].startswith("unknown keyId")
+
+
+def test_discovery_refuses_a_redirect_and_the_signature_goes_nowhere(
+    identity, tmp_path: Path, capture: CaptureServer
+) -> None:
+    with ControlPlane(identity, PLANE_ITEMS, redirect_to=capture_url(capture, "/s?t=x")) as plane:
+        provider = oci_provider(identity, plane)
+        with pytest.raises(RedirectRefused) as caught:
+            fetch_oci_models(provider, str(plane.write_ca(tmp_path / "ca.pem")))
+    assert str(caught.value) == (
+        "the OCI control plane answered 302, a redirect to 127.0.0.1: redirect refused: the "
+        "gateway does not follow redirects with an OCI request signature"
+    )
+    assert len(plane.received) == 1
+    assert capture.seen() == []
+
+
+def test_only_a_redirect_answer_behind_an_sdk_error_counts_as_one() -> None:
+    redirect = SimpleNamespace(status_code=307, headers={"location": "https://elsewhere/"})
+    # as the SDK raises it: its RequestException around requests' TooManyRedirects
+    refused = oci.exceptions.RequestException("Exceeded 0 redirects.", response=redirect)
+    assert redirect_answer(oci.exceptions.RequestException(refused)) is redirect
+    wrapped = oci.exceptions.RequestException("wrapped")
+    wrapped.__context__ = refused
+    assert redirect_answer(wrapped) is redirect
+    answer = SimpleNamespace(status_code=404, headers={})
+    not_found = oci.exceptions.RequestException("404", response=answer)
+    assert redirect_answer(oci.exceptions.RequestException(not_found)) is None
+    assert redirect_answer(oci.exceptions.RequestException("connection refused")) is None
 
 
 @pytest.mark.parametrize(
@@ -474,6 +504,28 @@ def test_the_doctor_explains_a_key_oracle_refuses(chicago: Simulator) -> None:
     key_line = next(line for line in result.stdout.splitlines() if line.startswith("API key"))
     assert " FAIL " in key_line and "IAM policy" in key_line and "region" in key_line
     assert "sk-key-from-another-region" not in result.stdout
+
+
+def test_the_doctor_refuses_redirects_and_the_key_goes_nowhere(
+    chicago: Simulator, capture: CaptureServer
+) -> None:
+    steal = capture_url(capture, "/s?t=x")
+    chicago.configure(
+        list_models=True,
+        redirects={"models": steal, "chat/completions": steal, "responses": steal},
+    )
+    result = run_doctor(chicago, ORACLE_API_KEY=CHICAGO_KEY)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for step in ("API key", "/models"):
+        line = next(line for line in lines if line.startswith(step))
+        assert " FAIL " in line, line
+        assert "answered 302, a redirect to 127.0.0.1: redirect refused" in line, line
+    gateway_line = next(line for line in lines if line.startswith("3 verification calls"))
+    assert " FAIL " in gateway_line and "HTTP 502" in gateway_line, gateway_line
+    assert capture.seen() == []
+    assert CHICAGO_KEY not in result.stdout and "/s?t=x" not in result.stdout
 
 
 def test_the_doctor_names_an_unresolved_variable(chicago: Simulator, tmp_path: Path) -> None:

@@ -311,6 +311,42 @@ def test_an_open_circuit_skips_its_provider_until_the_cool_down_ends() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize(
+    ("status", "location", "named"),
+    [
+        (302, "http://evil.example:8080/steal?token=secret", "evil.example"),
+        (307, "/20231130/actions/v1/elsewhere", "127.0.0.1"),
+        (301, "https://other.example/", "other.example"),
+        (308, None, "nowhere (no Location header)"),
+    ],
+)
+def test_a_redirect_is_a_502_never_followed_retried_or_failed_over(status, location, named):
+    async def scenario() -> None:
+        headers = {"Location": location} if location else {}
+        redirect = Answer(status=status, body=b"", headers=headers)
+        policy = FailoverPolicy(failure_threshold=1)
+        async with FakeOracle(redirect, redirect) as a, FakeOracle() as b:
+            us, eu = provider("us", a), provider("eu", b)
+            transport = transport_for(us, eu, failover=policy)
+            reply = await transport.send(chat_route(us, eu), [])
+            again = await transport.send(chat_route(us, eu), [])
+            await transport.close()
+        assert reply.status == 502 and b.received == []  # not failed over
+        assert [(x.provider, x.outcome) for x in reply.attempts] == [("us", str(status))]
+        assert reply.headers == [("opc-request-id", "R1"), ("content-type", "application/json")]
+        error = json.loads(reply.body)["error"]
+        assert error["code"] == "upstream_redirect" and error["type"] == "api_error"
+        assert error["message"].startswith(
+            f"Oracle (us, 127.0.0.1) answered {status}, a redirect to {named}: redirect refused: "
+            "the gateway does not follow redirects with the provider key."
+        )
+        assert "steal" not in error["message"] and "elsewhere" not in error["message"]
+        # A misconfiguration, not an outage: the circuit stays closed, the next call asks again.
+        assert again.status == 502 and len(a.received) == 2
+
+    run(scenario())
+
+
 def test_failover_off_keeps_to_the_preferred_provider() -> None:
     async def scenario() -> None:
         async with FakeOracle() as b:
@@ -344,7 +380,8 @@ async def relay_stream(transport: Transport, route: Route) -> tuple[int, bytes, 
     await relay.stop()
     await transport.close()
     head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), dechunk(body), job
+    chunked = b"transfer-encoding: chunked" in head.lower()  # streams; errors have a length
+    return int(head.split()[1]), dechunk(body) if chunked else body, job
 
 
 def dechunk(body: bytes) -> bytes:
@@ -400,6 +437,22 @@ def test_a_stream_that_fails_before_its_first_chunk_is_retried() -> None:
             us = provider("us", a)
             status, body, _ = await relay_stream(transport_for(us), chat_route(us, stream=True))
         assert status == 200 and body == b"".join(EVENTS) and len(a.received) == 2
+
+    run(scenario())
+
+
+def test_a_stream_redirected_by_oracle_is_a_502_error() -> None:
+    async def scenario() -> None:
+        redirect = Answer(status=302, body=b"", headers={"Location": "http://evil.example/"})
+        async with FakeOracle(redirect) as a, FakeOracle(Answer(events=EVENTS)) as b:
+            us, eu = provider("us", a), provider("eu", b)
+            route = chat_route(us, eu, stream=True)
+            status, body, job = await relay_stream(transport_for(us, eu), route)
+        assert status == 502 and len(a.received) == 1 and b.received == []
+        error = json.loads(body)["error"]
+        assert error["code"] == "upstream_redirect"
+        assert "a redirect to evil.example: redirect refused" in error["message"]
+        assert job.reply is not None and [x.outcome for x in job.reply.attempts] == ["302"]
 
     run(scenario())
 

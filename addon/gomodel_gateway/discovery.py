@@ -1,7 +1,8 @@
 """Model discovery: ask each provider's GET {base_url}/models, in the background, on an interval.
 
 Oracle does not document /models for API keys: it may answer 404. A failure keeps what an earlier
-call found (or nothing, so the configured list alone serves) and is logged, never raised.
+call found (or nothing, so the configured list alone serves) and is logged, never raised. A
+redirect is a failure too (`RedirectRefused`): following it would send the key along.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from . import safejson
 from .config import Provider, is_model_id
+from .redirects import direct_opener, is_redirect, refused
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,10 @@ MAX_MODELS_BODY = 4 * 1024 * 1024
 
 class DiscoveryError(Exception):
     pass
+
+
+class RedirectRefused(DiscoveryError):
+    """The provider answered with a redirect, which was not followed."""
 
 
 def parse_models_response(body: bytes) -> tuple[str, ...]:
@@ -49,14 +55,13 @@ def fetch_models(
         f"{provider.base_url}/models",
         headers={"Authorization": f"Bearer {provider.api_key}", "Accept": "application/json"},
     )
-    # No proxy from the environment: HTTPS_PROXY may point at this very gateway.
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ssl_context)
-    )
     try:
-        with opener.open(request, timeout=timeout) as response:
+        with direct_opener(ssl_context).open(request, timeout=timeout) as response:
             body = response.read(MAX_MODELS_BODY + 1)
     except urllib.error.HTTPError as e:
+        if is_redirect(e.code):
+            reason = refused(e.code, request.full_url, e.headers.get("location"))
+            raise RedirectRefused(f"GET /models {reason}") from e
         raise DiscoveryError(f"GET /models answered {e.code}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
@@ -96,7 +101,9 @@ class Discovery:
         try:
             models = await asyncio.to_thread(self.fetch, provider)
         except DiscoveryError as e:
-            log = logger.warning if provider.discovery == "oci" else logger.info
+            # Oracle's usual 404 for API keys is no news; a refused redirect is a misconfiguration.
+            noteworthy = provider.discovery == "oci" or isinstance(e, RedirectRefused)
+            log = logger.warning if noteworthy else logger.info
             log(
                 "gomodel: provider %s: model discovery unavailable (%s); serving its configured "
                 "models (%d)",

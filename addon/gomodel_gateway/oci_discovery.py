@@ -4,6 +4,7 @@
 signed with OCI request signing by the official `oci` SDK (an optional dependency: `pip install
 oci`) from the user's `~/.oci/config`. Kept: chat models that Oracle's OpenAI-compatible endpoint
 serves (not Cohere's), not retired, named by their display name (e.g. openai.gpt-oss-120b).
+A redirect is refused, not followed with the request's signature (`RedirectRefused`).
 """
 
 import os
@@ -12,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import Provider, is_model_id
-from .discovery import DiscoveryError
+from .discovery import DiscoveryError, RedirectRefused
+from .redirects import is_redirect, refused
 
 # Vendors whose models the OpenAI-compatible endpoint does not serve.
 UNSERVED_VENDORS = frozenset({"cohere"})
@@ -48,6 +50,17 @@ def select_chat_models(summaries: Iterable[Any], now: datetime) -> tuple[str, ..
     return tuple(models)
 
 
+def redirect_answer(error: BaseException) -> Any | None:
+    """The 3xx answer behind an SDK error, when the error is a redirect the session refused: the
+    SDK wraps requests' TooManyRedirects, which holds that answer."""
+    for cause in (*error.args, error.__cause__, error.__context__):
+        answer = getattr(cause, "response", None)
+        status = getattr(answer, "status_code", None)
+        if isinstance(status, int) and is_redirect(status):
+            return answer
+    return None
+
+
 def fetch_oci_models(
     provider: Provider, ca_file: str | None, verify: bool = True
 ) -> tuple[str, ...]:
@@ -79,23 +92,43 @@ def fetch_oci_models(
     session = client.base_client.session
     session.trust_env = False  # HTTPS_PROXY may point at this very gateway
     session.verify = (ca_file or True) if verify else False
+    # requests follows redirects, re-sending the request's signature (to the same host) or the
+    # request itself (elsewhere); with none allowed, a 3xx raises TooManyRedirects instead.
+    session.max_redirects = 0
+    summaries: list[Any] = []
+    page: dict[str, str] = {}
     try:
-        response = oci.pagination.list_call_get_all_results(
-            client.list_models,
-            compartment_id=provider.compartment_id,
-            capability=["CHAT"],
-            lifecycle_state="ACTIVE",
-        )
+        # Page by page here: the SDK's pagination helper retries every call with its default
+        # strategy (8 attempts, a minute and more of backoff), whatever the client's is.
+        while True:
+            response = client.list_models(
+                compartment_id=provider.compartment_id,
+                capability=["CHAT"],
+                lifecycle_state="ACTIVE",
+                **page,
+            )
+            summaries.extend(response.data.items)
+            if not response.has_next_page:
+                break
+            page = {"page": response.next_page}
     except oci.exceptions.ServiceError as e:
         raise DiscoveryError(
             f"the OCI control plane answered {e.status} {e.code}: {e.message}"
             f" (opc-request-id {e.request_id})"
         ) from e
+    except oci.exceptions.RequestException as e:
+        answer = redirect_answer(e)
+        if answer is None:
+            raise DiscoveryError(f"the OCI control plane could not be reached: {e}") from e
+        location = answer.headers.get("location")
+        reason = refused(
+            answer.status_code, provider.control_plane_url, location, "an OCI request signature"
+        )
+        raise RedirectRefused(f"the OCI control plane {reason}") from e
     except (
         oci.exceptions.BaseRequestException,
-        oci.exceptions.RequestException,
         oci.exceptions.ClientError,
         OSError,
     ) as e:
         raise DiscoveryError(f"the OCI control plane could not be reached: {e}") from e
-    return select_chat_models(response.data, datetime.now(UTC))
+    return select_chat_models(summaries, datetime.now(UTC))

@@ -11,7 +11,8 @@ a 4xx other than 429 ends the call. 429, 502, 503, 504, connection failures and 
 connections move on to the next provider, and after a round with no answer the next round waits
 (Retry-After when Oracle gave one, exponential backoff with jitter otherwise), up to
 `max_retries` more rounds. A provider that timed out waiting for headers is not asked again in
-this call: the request may still be running there.
+this call: the request may still be running there. A redirect is never followed (it would take
+the provider key along): it ends the call as a 502, like a 4xx, neither retried nor failed over.
 """
 
 import asyncio
@@ -30,6 +31,7 @@ import aiohttp
 
 from .errors import GatewayError, from_oracle
 from .inventory import Target
+from .redirects import is_redirect, refused_by_oracle
 from .resilience import (
     RETRYABLE_STATUSES,
     CircuitBreaker,
@@ -128,6 +130,7 @@ class Reply:
     attempts: list[Attempt] = field(default_factory=list)
     body: bytes = b""  # the whole body, OpenAI-shaped for errors; empty for streams
     stream: UpstreamStream | None = None
+    redirect_refused: bool = False  # Oracle answered 3xx: the 502 ends the call, like a 4xx
 
     @property
     def request_id(self) -> str | None:
@@ -221,7 +224,7 @@ class Transport:
                     if breaker:
                         breaker.release_trial()
                     raise
-                if reply.status not in RETRYABLE_STATUSES:
+                if reply.status not in RETRYABLE_STATUSES or reply.redirect_refused:
                     if breaker:
                         breaker.record_success()
                     return reply
@@ -286,6 +289,23 @@ class Transport:
             note(describe(e))
             raise AttemptFailed("dropped", describe(e)) from e
 
+        request_id = response.headers.get("opc-request-id")
+        if is_redirect(response.status):
+            response.close()
+            note(str(response.status))
+            error = refused_by_oracle(
+                response.status,
+                url,
+                response.headers.get("location"),
+                provider.name,
+                provider.host,
+                request_id,
+            )
+            headers = [("opc-request-id", request_id)] if request_id else []
+            headers.append(("content-type", "application/json"))
+            return Reply(
+                error.status, headers, target, attempts, body=error.body(), redirect_refused=True
+            )
         headers = returned_headers(response.headers.items())
         content_type = response.headers.get("content-type", "")
         try:
@@ -308,7 +328,7 @@ class Transport:
                 body,
                 provider.name,
                 provider.host,
-                response.headers.get("opc-request-id"),
+                request_id,
             )
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
             headers.append(("content-type", "application/json"))
