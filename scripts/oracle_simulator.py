@@ -12,7 +12,8 @@ them: list_models, models, chunk_delay, stream_bytes (pads chat streams to about
 faults for generation calls (fail: statuses for the next requests, header_delay: seconds before
 answering, cut_after: events before a stream's connection is dropped), and redirects: a 302 to
 the given URL for the given endpoints, before any key check ({"models": url, "responses": url,
-"chat/completions": url}), as a misconfigured or hostile server in between would answer.
+"chat/completions": url}), as a misconfigured or hostile server in between would answer; and
+headers: extra [name, value] pairs on every answer.
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
 prints `oracle simulator listening at https://127.0.0.1:PORT` once ready; the CA that signed its
@@ -73,6 +74,7 @@ class Simulator:
             "header_delay": 0.0,  # seconds before a generation answer starts
             "cut_after": None,  # drop streams' connections after this many events
             "stream_bytes": 0,  # pad chat streams with filler deltas to about this size
+            "headers": [],  # [name, value] pairs added to every answer, sent as UTF-8
             "redirects": {},  # endpoint (e.g. "models") -> URL it answers a 302 to
         }
         self.settings = dict(self.initial_settings)
@@ -128,8 +130,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
-        self.send_header("opc-request-id", self.request_id)
-        self.end_headers()
+        self.end_common_headers()
         self.wfile.write(body)
 
     def send_oracle_error(self, status: int, message: str) -> None:
@@ -139,15 +140,21 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(302)
         self.send_header("location", location)
         self.send_header("content-length", "0")
-        self.send_header("opc-request-id", self.request_id)
-        self.end_headers()
+        self.end_common_headers()
 
     def start_stream(self) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        self.end_common_headers()
+
+    def end_common_headers(self) -> None:
+        """opc-request-id, the configured extra headers, and the end of the head. Extra values
+        go out as UTF-8 bytes (send_header allows only Latin-1), as a misbehaving server might."""
         self.send_header("opc-request-id", self.request_id)
+        for name, value in self.server.simulator.settings["headers"]:
+            self._headers_buffer.append(f"{name}: {value}\r\n".encode())
         self.end_headers()
 
     def send_chunk(self, data: bytes) -> None:

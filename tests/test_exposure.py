@@ -487,3 +487,70 @@ def test_a_reload_never_opens_a_guarded_gateway(tmp_path: Path, chicago: Simulat
 
     assert statuses == dict.fromkeys(edits, 401)
     assert "gm-file-key-91c3" not in gateway.log()
+
+
+# -- headers by allowlist -------------------------------------------------------------------------
+
+CLIENT_HEADERS_NOT_FOR_ORACLE = {
+    "Cookie": "session=client-cookie",
+    "X-Forwarded-For": "10.9.8.7",
+    "Forwarded": "for=10.9.8.7",
+    "OpenAI-Organization": "org-client",
+    "X-Goog-Api-Key": "goog-client-key",
+    "Ocp-Apim-Subscription-Key": "azure-client-key",
+    "X-Auth-Token": "client-token",
+}
+ORACLE_HEADERS_NOT_FOR_CLIENTS = [
+    ["Set-Cookie", "oracle-session=1"],
+    ["WWW-Authenticate", 'Bearer realm="oci"'],
+    ["Server", "oracle-internal-frontend"],
+    ["x-oracle-internal-route", "node-7"],
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_headers_cross_by_allowlist_both_ways(
+    team_gateway: Gateway, chicago: Simulator, stream: bool
+) -> None:
+    chicago.configure(
+        headers=[*ORACLE_HEADERS_NOT_FOR_CLIENTS, ["x-ratelimit-remaining-requests", "99"]]
+    )
+    body = json.dumps(
+        {"model": "xai.grok-4", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    extra = "".join(f"{k}: {v}\r\n" for k, v in CLIENT_HEADERS_NOT_FOR_ORACLE.items())
+    raw = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\n"
+        f"Authorization: Bearer {MASTER}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+    )
+    with socket.create_connection(("127.0.0.1", team_gateway.port), timeout=10) as connection:
+        connection.sendall(raw.encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0].decode().lower()
+    (received,) = chicago.posts()
+
+    assert head.startswith("http/1.1 200")
+    assert not {k.lower() for k in CLIENT_HEADERS_NOT_FOR_ORACLE} & set(received["headers"])
+    for name, _ in ORACLE_HEADERS_NOT_FOR_CLIENTS:
+        assert f"\r\n{name.lower()}:" not in head
+    assert "\r\nserver:" not in head and "\r\ndate:" not in head  # nor the relay's own
+    assert "\r\nopc-request-id:" in head
+    assert "\r\nx-ratelimit-remaining-requests: 99" in head
+
+
+def test_a_header_that_is_not_latin_1_from_oracle_is_passed_on(
+    team_gateway: Gateway, chicago: Simulator
+) -> None:
+    chicago.configure(headers=[["x-request-id", "zürich-東京"]])
+
+    reply = openai_client(team_gateway, MASTER).chat.completions.with_raw_response.create(
+        model="xai.grok-4", messages=[{"role": "user", "content": "hi"}]
+    )
+
+    assert reply.http_response.status_code == 200  # not a 502
+    raw = {k.lower(): v for k, v in reply.http_response.headers.raw}
+    assert raw[b"x-request-id"] == "zürich-東京".encode()  # the bytes Oracle sent
+    assert "Traceback" not in team_gateway.log()
