@@ -34,6 +34,7 @@ from processes import (
 
 WAYS_IN = ["direct", "http_proxy", "https_proxy"]
 HELLO = [{"role": "user", "content": "hello gateway"}]
+PROJECT = "ocid1.generativeaiproject.oc1.us-chicago-1.amaaaaaaexampleproject"
 
 
 def client_for(gateway: Gateway, way: str) -> OpenAI:
@@ -111,7 +112,7 @@ def test_chat_completion_reaches_oracle_with_its_key_and_never_the_clients(
     gateway: Gateway, chicago: Simulator, way: str
 ) -> None:
     completion = client_for(gateway, way).chat.completions.create(
-        model="xai.grok-4", messages=HELLO, extra_headers={"OpenAI-Project": "ocid1.project.x"}
+        model="xai.grok-4", messages=HELLO, extra_headers={"OpenAI-Project": PROJECT}
     )
 
     assert completion.choices[0].message.content.startswith("Hello from xai.grok-4")
@@ -119,7 +120,7 @@ def test_chat_completion_reaches_oracle_with_its_key_and_never_the_clients(
     received = only_request(chicago)
     assert received["path"] == "/20231130/actions/v1/chat/completions"
     assert received["body"]["model"] == "xai.grok-4"
-    assert received["headers"]["openai-project"] == "ocid1.project.x"
+    assert received["headers"]["openai-project"] == PROJECT
     assert received["headers"]["host"] == chicago.url.removeprefix("https://")
     assert_no_client_credentials(received, CHICAGO_KEY)
 

@@ -11,10 +11,11 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
-from gomodel_gateway.addon import REDACTED, GoModel
+from gomodel_gateway.addon import REDACTED, GoModel, drop_body
 from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError, from_oracle
 from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.relay import REFUSAL_PATH
 from gomodel_gateway.routing import Endpoint, Request, Route, classify, route
 from gomodel_gateway.sse import SSEParser
 from gomodel_gateway.transport import Reply, Transport
@@ -177,6 +178,10 @@ def test_gateway_hooks_route_or_answer_an_openai_error(
     sent_before = len(addon.transport.sent)
     addon.requestheaders(flow)
     loop.run_until_complete(addon.request(flow))
+    if flow.request.path == REFUSAL_PATH:  # refused unread: what the relay and mitmproxy do
+        assert flow.request.stream is drop_body and list(flow.request.headers) == ["host"]
+        flow.response = http.Response.make(403)
+        addon.response(flow)
 
     routed = flow.response is None or len(addon.transport.sent) > sent_before
     for name in ("authorization", "api-key", "x-api-key"):

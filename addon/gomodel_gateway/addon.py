@@ -460,19 +460,19 @@ class GoModel:
         """What the headers alone decide: the endpoint, the key, the declared body."""
         keys = self.config.master_keys
         try:
-            endpoint = classify(request.method, request.path)
+            classified = classify(request.method, request.path)
         except GatewayError:
             check_client_key(authorization, keys)  # a stranger learns nothing about paths
             raise
         exchange.authenticated = is_client_key(authorization, keys)
-        if endpoint.endpoint is not Endpoint.HEALTH:
+        if classified.endpoint is not Endpoint.HEALTH:
             check_client_key(authorization, keys)
         check_declared_body(
             request.headers.get("content-length"),
             request.headers.get("content-encoding"),
             self.settings.max_body_size,
         )
-        return endpoint
+        return classified
 
     def refuse_unread(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
         """Refuse a request from its headers without reading its body (see relay.py): the
