@@ -290,12 +290,28 @@ def test_a_host_naming_the_proxy_in_any_spelling_is_the_gateway(
     assert open_fds(team_gateway) <= fds + 2
 
 
+def this_machines_name() -> str:
+    """A name of this machine that resolves to loopback but is not localhost (e.g. from
+    /etc/hosts); the Via mark is what catches a loop through it."""
+    name = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)}
+    except OSError:
+        addresses = set()
+    if not addresses or not all(a.startswith("127.") for a in addresses):
+        pytest.skip(f"this machine's name {name!r} does not resolve to loopback here")
+    return name
+
+
+@pytest.mark.parametrize("kind", ["another-spelling", "machine-name"])
 def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
-    tmp_path: Path, chicago: Simulator
+    tmp_path: Path, chicago: Simulator, kind: str
 ) -> None:
-    """An open proxy on every interface with a second listener: a request for 127.0.0.2 at the
-    second port reaches the proxy itself under an address mitmproxy's own self-connect check
-    does not know, and is caught by the Via mark the gateway put on it."""
+    """An open proxy on every interface with a second listener: a request for it reaches the
+    proxy itself under a name mitmproxy's own self-connect check does not know. 127.0.0.2 is
+    recognised before any connection; a name of this machine is forwarded once and recognised
+    by the Via mark the gateway put on it."""
+    host = "127.0.0.2" if kind == "another-spelling" else this_machines_name()
     second = free_port()
     gateway = start_gateway(
         tmp_path,
@@ -311,7 +327,7 @@ def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
     )
     try:
         fds = open_fds(gateway)
-        raw = f"GET /anything HTTP/1.1\r\nHost: 127.0.0.2:{second}\r\n\r\n"
+        raw = f"GET /anything HTTP/1.1\r\nHost: {host}:{second}\r\n\r\n"
         answers = [exchange(gateway.port, raw.encode()) for _ in range(5)]
         time.sleep(0.5)
         fds_after = open_fds(gateway)
@@ -322,6 +338,7 @@ def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
         status, document = status_and_json(answer)
         assert (status, document["error"]["code"]) == (508, "loop_detected")
     assert fds_after <= fds + 4
+    assert gateway.log().count("loop_detected") == 5  # one hop at most, then refused
 
 
 # -- abandoned streams ----------------------------------------------------------------------------
@@ -553,4 +570,160 @@ def test_a_header_that_is_not_latin_1_from_oracle_is_passed_on(
     assert reply.http_response.status_code == 200  # not a 502
     raw = {k.lower(): v for k, v in reply.http_response.headers.raw}
     assert raw[b"x-request-id"] == "zürich-東京".encode()  # the bytes Oracle sent
+    assert "Traceback" not in team_gateway.log()
+
+
+# -- raw TCP, request heads, redaction of refused flows ------------------------------------------
+
+
+def connect_then_raw(port: int, target: str, first: bytes, rest: bytes) -> bytes:
+    """CONNECT, then bytes too few for mitmproxy to see HTTP in them (so it relays raw TCP)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        established = connection.recv(65536)
+        answer = b""
+        try:
+            connection.sendall(first)
+            time.sleep(0.1)
+            connection.sendall(rest)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return established + answer
+
+
+def test_raw_tcp_in_a_gateway_tunnel_reaches_nothing(tmp_path: Path, chicago: Simulator) -> None:
+    """A gateway hostname that resolves (localhost here, api.openai.com or the machine's name
+    elsewhere) must not become a tunnel to any port behind it."""
+    gateway = start_gateway(
+        tmp_path,
+        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER),
+        "--set",
+        "gomodel_hosts=gomodel.local,localhost",
+    )
+    try:
+        with CaptureServer() as target:
+            answer = connect_then_raw(
+                gateway.port,
+                f"localhost:{target.port}",
+                b"GE",
+                b"T /secret HTTP/1.1\r\nHost: internal\r\n\r\n",
+            )
+            seen = target.seen()
+    finally:
+        gateway.stop()
+
+    assert seen == []
+    assert b"captured" not in answer
+
+
+def test_nested_tunnels_to_the_proxy_itself_are_refused(tmp_path: Path, chicago: Simulator) -> None:
+    """CONNECT 0:port (this proxy, in a spelling mitmproxy's own guard does not know), then raw
+    TCP that would be relayed back into the proxy: a CONNECT inside a CONNECT, and so on."""
+    gateway = start_gateway(tmp_path, chicago.oracle_env("xai.grok-4"))  # open: auto, loopback
+    try:
+        fds = open_fds(gateway)
+        answers = [
+            connect_then_raw(
+                gateway.port,
+                f"0:{gateway.port}",
+                b"CO",
+                f"NNECT 0:{gateway.port} HTTP/1.1\r\n\r\n".encode(),
+            )
+            for _ in range(20)
+        ]
+        time.sleep(0.5)
+        fds_after = open_fds(gateway)
+    finally:
+        gateway.stop()
+
+    for answer in answers:
+        assert answer.count(b"200 Connection established") <= 1
+    assert fds_after <= fds + 2
+    assert "the destination is this proxy itself" in gateway.log()
+
+
+def test_an_endless_request_head_is_cut_off(team_gateway: Gateway) -> None:
+    rss = rss_kib(team_gateway)
+    with socket.create_connection(("127.0.0.1", team_gateway.port), timeout=10) as connection:
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gomodel.local\r\n")
+        sent, answer = 0, b""
+        try:
+            line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+            while sent < 30_000_000:
+                connection.sendall(line * 64)
+                sent += len(line) * 64
+        except OSError:
+            pass
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    time.sleep(0.3)
+
+    assert sent < 10_000_000
+    status, document = status_and_json(answer)
+    assert (status, document["error"]["code"]) == (431, "request_header_too_large")
+    assert rss_kib(team_gateway) - rss < 20 * 1024
+    assert len(team_gateway.log()) < 1_000_000
+
+
+def test_refused_flows_keep_no_credentials(team_gateway: Gateway, tmp_path: Path) -> None:
+    with CaptureServer() as target:
+        for head in (
+            f"GET http://{target.address}/x HTTP/1.1\r\nHost: {target.address}\r\n",
+            f"POST http://{target.address}/x HTTP/1.1\r\nHost: {target.address}\r\n"
+            "Content-Length: 5\r\n",
+        ):
+            raw = (
+                f"{head}Authorization: Bearer {MASTER}\r\n"
+                f"Proxy-Authorization: Bearer {MASTER}\r\n\r\nhello"
+            )
+            assert status_and_json(exchange(team_gateway.port, raw.encode()))[0] == 403
+    time.sleep(0.5)
+
+    assert MASTER.encode() not in (tmp_path / "flows.mitm").read_bytes()
+    assert MASTER not in team_gateway.log()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("header", ["User-Agent", "Content-Type", "opc-request-id"])
+def test_a_forwarded_header_with_control_characters_is_a_400(
+    team_gateway: Gateway, chicago: Simulator, header: str, stream: bool
+) -> None:
+    body = json.dumps(
+        {"model": "xai.grok-4", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    raw = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\n"
+        f"Authorization: Bearer {MASTER}\r\n{header}: a\x01b\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    status, document = status_and_json(exchange(team_gateway.port, raw.encode()))
+
+    assert (status, document["error"]["code"]) == (400, "invalid_header")
+    assert chicago.posts() == []
+    assert "Traceback" not in team_gateway.log()
+
+
+def test_an_oracle_header_with_control_characters_is_dropped(
+    team_gateway: Gateway, chicago: Simulator
+) -> None:
+    chicago.configure(headers=[["x-request-id", "a\x01b"]])
+    api = openai_client(team_gateway, MASTER)
+
+    plain = api.chat.completions.with_raw_response.create(
+        model="xai.grok-4", messages=[{"role": "user", "content": "hi"}]
+    )
+    chunks = list(
+        api.chat.completions.create(
+            model="xai.grok-4", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+
+    assert plain.http_response.status_code == 200
+    assert "x-request-id" not in plain.http_response.headers
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
     assert "Traceback" not in team_gateway.log()

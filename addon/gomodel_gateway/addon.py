@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import certifi
-from mitmproxy import connection, ctx, dns, exceptions, http, tcp, udp
-from mitmproxy.proxy import mode_specs
+from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.proxy import mode_specs, server_hooks
 
 from . import local, safejson
 from .accesslog import AccessRecord, clip
@@ -48,7 +48,7 @@ from .exposure import (
     passthrough_refused,
     preflight_headers,
 )
-from .hosts import is_gateway_request, is_loopback
+from .hosts import is_gateway_request, is_listen_address, is_loopback
 from .inventory import build_inventory
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
@@ -65,11 +65,16 @@ from .routing import (
     classify,
     route,
 )
-from .sockets import close_leftover_socket
 from .sse import StreamSummary, UsageChunkFilter, usage_tokens
 from .transport import Reply, Transport
-from .upstream import CLIENT_CREDENTIAL_HEADERS, FRAMING, is_returned
+from .upstream import (
+    CLIENT_CREDENTIAL_HEADERS,
+    FRAMING,
+    check_forwarded_headers,
+    is_returned,
+)
 from .watch import watch_file
+from .workarounds import bound_request_heads, close_leftover_socket
 
 logger = logging.getLogger("gomodel")
 
@@ -210,6 +215,7 @@ class GoModel:
 
     def load(self, loader: Any) -> None:
         declare_options(loader)
+        bound_request_heads()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -403,6 +409,9 @@ class GoModel:
             self.refuse_unread(flow, self.start(flow, request.pretty_url), loop_detected())
             return
         if not self.is_for_gateway(flow):
+            if self.exposure.open and self.connection_refusal((request.host, request.port)):
+                self.refuse_unread(flow, self.start(flow, request.pretty_url), loop_detected())
+                return
             if self.exposure.open:  # marked, so that a request coming back to us is a loop
                 request.headers.add("via", f"1.1 {self.via_token}")
                 return
@@ -411,12 +420,8 @@ class GoModel:
             return
         # Buffer the body: routing needs it, and nothing may stream to the original host.
         request.stream = False
+        authorization = request.headers.get("authorization")  # before start() redacts it
         exchange = self.start(flow, request.path)
-        headers = request.headers
-        authorization = headers.get("authorization")
-        for name in CLIENT_CREDENTIAL_HEADERS:  # never forwarded; not for mitmweb or flow files
-            if name in headers:
-                headers[name] = REDACTED
         try:
             if self.answer_preflight(flow, exchange):
                 return
@@ -430,6 +435,11 @@ class GoModel:
         )
 
     def start(self, flow: http.HTTPFlow, client_path: str) -> Exchange:
+        """A request the gateway answers (served or refused): its credentials, once read, are
+        never forwarded, nor kept for mitmweb or flow files."""
+        for name in CLIENT_CREDENTIAL_HEADERS:
+            if name in flow.request.headers:
+                flow.request.headers[name] = REDACTED
         exchange = self.exchanges[flow] = Exchange(
             started=time.monotonic(), client_path=client_path[:MAX_LOGGED_PATH]
         )
@@ -517,8 +527,13 @@ class GoModel:
         except GatewayError as e:
             self.refuse(flow, exchange, e)
             return
-        exchange.route = planned
         client_headers = list(flow.request.headers.items(multi=True))
+        try:
+            check_forwarded_headers(client_headers)
+        except GatewayError as e:
+            self.refuse(flow, exchange, e)
+            return
+        exchange.route = planned
         flow.metadata["gomodel"] = {
             "requested_model": planned.requested_model,
             "upstream_model": planned.target.upstream_model,
@@ -648,20 +663,31 @@ class GoModel:
         if close_leftover_socket(ctx.master.addons.get("proxyserver"), client):
             logger.debug("gomodel: closed a client socket mitmproxy left open")
 
-    # Raw TCP and UDP (other proxy modes, TLS pass-through) reach nothing while pass-through is
-    # closed: the gateway only speaks HTTP.
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Every connection mitmproxy itself opens (HTTP, raw TCP inside a tunnel, UDP): while
+        pass-through is closed, only to the relay, since the gateway needs nothing else; never
+        to this proxy, under any name of this machine. (A killed TCP flow is still connected by
+        mitmproxy, so this is where raw traffic is stopped.)"""
+        try:
+            refusal = self.connection_refusal(data.server.address)
+        except Exception:  # fail closed: an unexpected error must not open the proxy
+            logger.exception("gomodel: failed to check a server connection")
+            refusal = "gomodel: internal error while checking the destination"
+        if refusal:
+            data.server.error = refusal
 
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+    def connection_refusal(self, address: tuple[str, int] | None) -> str | None:
+        if address is None:
+            return None
+        host, port = address[0], address[1]
+        if self.relay.port and (host, port) == ("127.0.0.1", self.relay.port):
+            return None
         if not self.exposure.open:
-            flow.kill()
-
-    def udp_start(self, flow: udp.UDPFlow) -> None:
-        if not self.exposure.open:
-            flow.kill()
-
-    def dns_request(self, flow: dns.DNSFlow) -> None:
-        if not self.exposure.open:
-            flow.kill()
+            return "gomodel: pass-through is closed; this proxy connects only for the gateway"
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if is_listen_address(host, port, proxyserver.listen_addrs() if proxyserver else ()):
+            return "gomodel: the destination is this proxy itself (a loop)"
+        return None
 
     def breaker_states(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()

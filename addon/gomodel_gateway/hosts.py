@@ -3,6 +3,8 @@
 import ipaddress
 import re
 import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
@@ -76,3 +78,14 @@ def is_gateway_request(
     if not listen or port != listen[1]:
         return False
     return names_this_machine(host, listen[0])
+
+
+def is_listen_address(
+    host: str, port: int, listen_addresses: Iterable[tuple[str, int] | Sequence[Any]]
+) -> bool:
+    """Whether (host, port) reaches one of the proxy's own listening sockets, however spelled:
+    a listener on every interface ("" or 0.0.0.0) is reached by any name of this machine."""
+    for listen_host, listen_port, *_ in listen_addresses:
+        if port == listen_port and names_this_machine(host, listen_host or "0.0.0.0"):
+            return True
+    return False

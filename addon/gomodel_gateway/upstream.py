@@ -10,9 +10,12 @@ import re
 from collections.abc import Iterable
 
 from .config import Provider
+from .errors import GatewayError, clip_for_message
 
-# Credentials a client may send to the gateway; redacted on the flow once checked.
-CLIENT_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+# Credentials a client may send to the gateway (or to a proxy); redacted on the flow once read.
+CLIENT_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "api-key", "x-api-key", "proxy-authorization"}
+)
 # What a call needs: the body's type, what the client accepts (JSON or an event stream), who is
 # calling (Oracle's logs), and Oracle's request tracing id when the client sets its own.
 FORWARDED = frozenset({"content-type", "accept", "user-agent", "opc-request-id"})
@@ -25,6 +28,9 @@ RETURNED_PREFIXES = ("x-ratelimit-",)
 # How a body is framed on the wire; kept on answers mitmproxy passes on from the stream relay.
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 PROJECT_HEADER = "openai-project"
+# Control characters (tab aside) and lone surrogates (undecodable bytes): no field value may hold
+# them, and the HTTP client refuses to send them.
+INVALID_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 PROJECT_OCID = re.compile(
     r"^ocid1\.generativeaiproject\.[a-z0-9_-]+\.[a-z0-9_-]*\.[A-Za-z0-9._-]+$"
 )
@@ -40,6 +46,21 @@ def is_project_ocid(value: str) -> bool:
     """An OCI Generative AI project OCID (what Oracle expects in OpenAI-Project), not an OpenAI
     project id such as proj_..."""
     return bool(PROJECT_OCID.match(value.strip()))
+
+
+def check_forwarded_headers(client_headers: Iterable[tuple[str, str]]) -> None:
+    """A 400 for a header that would be forwarded but is not a valid field value (the HTTP
+    client would fail on it after the call was routed)."""
+    for name, value in client_headers:
+        lowered = name.lower()
+        if (lowered in FORWARDED or lowered == PROJECT_HEADER) and INVALID_IN_VALUE.search(value):
+            raise GatewayError(
+                400,
+                f"Header {clip_for_message(name)} holds control characters or bytes that are not "
+                "text; send it as printable text.",
+                param=lowered,
+                code="invalid_header",
+            )
 
 
 def outgoing_headers(
@@ -68,5 +89,8 @@ def is_returned(name: str) -> bool:
 
 
 def returned_headers(upstream_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Oracle's response headers as the client may see them (opc-request-id included)."""
-    return [(k, v) for k, v in upstream_headers if is_returned(k)]
+    """Oracle's response headers as the client may see them (opc-request-id included); a value
+    no HTTP server could send on is dropped."""
+    return [
+        (k, v) for k, v in upstream_headers if is_returned(k) and not INVALID_IN_VALUE.search(v)
+    ]

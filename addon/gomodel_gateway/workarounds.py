@@ -1,0 +1,69 @@
+"""Two places where mitmproxy 12 lets a stranger cost the gateway, mended from outside.
+
+- **Sockets left open.** When mitmproxy closes a client connection while that client is still
+  sending (a refused upload), its connection handler can be cancelled while it waits to process
+  the data it read; the handler then ends without closing the socket (proxy/server.py,
+  `handle_connection`). The socket stays open, unread, until garbage collection: a client that
+  keeps uploading hangs instead of seeing the connection reset, and each such connection keeps a
+  file descriptor. `close_leftover_socket`, called from the `client_disconnected` hook (which runs
+  after the handler ended), releases both.
+- **Unbounded request heads.** An HTTP/1 request head is buffered until its blank line arrives,
+  however long it gets (`Http1Server.read_headers`: "FIXME: protect against header size DoS"),
+  and re-scanned on every read: 30 MB of header lines without an end cost 130 MB of memory and a
+  30 MB log line when the client leaves. `bound_request_heads` answers 431 and closes the
+  connection once an unfinished head passes `MAX_REQUEST_HEAD`.
+"""
+
+from collections.abc import Generator
+from typing import Any
+
+from mitmproxy import connection, http
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http._http1 import Http1Server
+
+from .errors import error_body
+
+MAX_REQUEST_HEAD = 64 * 1024
+
+
+def close_leftover_socket(proxyserver: Any, client: connection.Client) -> bool:
+    """Close the client's socket if mitmproxy did not; True when it had to."""
+    handler = proxyserver.connections.get(client.id) if proxyserver else None
+    io = handler.transports.get(client) if handler else None
+    writer = io.writer if io else None
+    if writer is None or writer.is_closing():
+        return False
+    writer.close()
+    return True
+
+
+def head_too_large() -> bytes:
+    body = error_body(
+        431,
+        f"The request head is larger than {MAX_REQUEST_HEAD // 1024} KiB; the gateway accepts "
+        "no more of it.",
+        code="request_header_too_large",
+    )
+    response = http.Response.make(
+        431, body, {"content-type": "application/json", "connection": "close"}
+    )
+    return http1.assemble_response(response)
+
+
+def bound_request_heads() -> None:
+    """Patch mitmproxy's HTTP/1 server side once per process (idempotent)."""
+    read_headers = Http1Server.read_headers
+    if getattr(read_headers, "bounded_by_gomodel", False):
+        return
+
+    def bounded(self: Http1Server, event: events.Event) -> Generator[commands.Command, Any, None]:
+        yield from read_headers(self, event)
+        if self.state == self.read_headers and len(self.buf) > MAX_REQUEST_HEAD:
+            self.buf = type(self.buf)()  # what was read of the head is dropped
+            yield commands.SendData(self.conn, head_too_large())
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+
+    bounded.bounded_by_gomodel = True  # type: ignore[attr-defined]
+    Http1Server.read_headers = bounded  # type: ignore[method-assign]
