@@ -3,15 +3,19 @@
     scripts/doctor                      # config.yaml and ORACLE_* variables, as the gateway reads
     scripts/doctor --config my.yaml
     scripts/doctor --gateway http://localhost:8080/v1   # a running gateway, not a temporary one
+    scripts/doctor --proxy http://user:pass@proxy.corp:3128   # behind a corporate proxy
 
 Steps: the configuration parses and every variable resolves; per provider, the base URL's shape
 and region, DNS, TLS, whether Oracle accepts the key (one minimal chat call), whether /models is
 available, and OCI discovery when configured; then the three verification calls (models,
 responses, chat completions) through a gateway. Prints a table; exit status 1 if anything failed.
 Like the gateway, the doctor never follows a redirect with the key: it reports it as a failure.
+With --proxy every check goes through that HTTP proxy (CONNECT), as the gateway's calls do under
+`mitmdump --mode upstream:URL`, and the temporary gateway is started in that mode.
 """
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -22,8 +26,9 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http.client import HTTPSConnection
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "addon"))
@@ -63,8 +68,16 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """How the doctor reaches Oracle: whom to trust, and through which proxy, if any."""
+
+    context: ssl.SSLContext
+    proxy: str | None = None
+
+
 def http(
-    method: str, url: str, key: str, context: ssl.SSLContext, body: dict | None = None
+    method: str, url: str, key: str, route: Route, body: dict | None = None
 ) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -72,7 +85,8 @@ def http(
     if data:
         request.add_header("Content-Type", "application/json")
     try:
-        with direct_opener(context).open(request, timeout=TIMEOUT) as response:
+        opener = direct_opener(route.context, route.proxy)
+        with opener.open(request, timeout=TIMEOUT) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         if is_redirect(e.code):
@@ -154,8 +168,11 @@ def check_shape(provider: Provider) -> list[Check]:
     return checks
 
 
-def check_network(provider: Provider, context: ssl.SSLContext) -> list[Check]:
+def check_network(provider: Provider, route: Route) -> list[Check]:
     host, port = provider.host, urlsplit(provider.base_url).port or 443
+    if route.proxy:
+        return [check_proxy_tunnel(host, port, route.context, route.proxy)]
+    context = route.context
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
@@ -190,7 +207,32 @@ def check_network(provider: Provider, context: ssl.SSLContext) -> list[Check]:
     return checks
 
 
-def check_key(provider: Provider, context: ssl.SSLContext) -> Check:
+def check_proxy_tunnel(host: str, port: int, context: ssl.SSLContext, proxy: str) -> Check:
+    """A CONNECT through the proxy and a TLS handshake with Oracle inside it."""
+    parts = urlsplit(proxy)
+    shown = f"{parts.hostname}:{parts.port or 8080}"
+    headers = {}
+    if parts.username:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    connection = HTTPSConnection(
+        parts.hostname or "", parts.port or 8080, timeout=TIMEOUT, context=context
+    )
+    connection.set_tunnel(host, port, headers=headers)
+    try:
+        connection.connect()
+        version = connection.sock.version() if isinstance(connection.sock, ssl.SSLSocket) else ""
+        return Check("proxy", shown, "pass", f"CONNECT {host}:{port} and {version} ok")
+    except ssl.SSLCertVerificationError as e:
+        detail = f"certificate not trusted ({e.verify_message}); a TLS-inspecting proxy's CA: "
+        return Check("proxy", shown, "fail", detail + "--oracle-ca")
+    except OSError as e:
+        return Check("proxy", shown, "fail", f"CONNECT {host}:{port} through {shown}: {e}")
+    finally:
+        connection.close()
+
+
+def check_key(provider: Provider, route: Route) -> Check:
     if not provider.models:
         return Check(
             "API key",
@@ -202,7 +244,7 @@ def check_key(provider: Provider, context: ssl.SSLContext) -> Check:
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 16}
     try:
         status, text = http(
-            "POST", provider.base_url + "/chat/completions", provider.api_key, context, body
+            "POST", provider.base_url + "/chat/completions", provider.api_key, route, body
         )
     except RedirectRefused as e:
         return Check("API key", provider.name, "fail", f"Oracle {e}. {FIX_REDIRECT}")
@@ -225,11 +267,11 @@ def check_key(provider: Provider, context: ssl.SSLContext) -> Check:
     return Check("API key", provider.name, "fail", f"{status} {message}")
 
 
-def check_models(provider: Provider, context: ssl.SSLContext) -> Check:
+def check_models(provider: Provider, route: Route) -> Check:
     if provider.models_mode == "allowlist":
         return Check("/models", provider.name, "skip", "models_mode: allowlist never asks")
     try:
-        status, text = http("GET", provider.base_url + "/models", provider.api_key, context)
+        status, text = http("GET", provider.base_url + "/models", provider.api_key, route)
     except RedirectRefused as e:
         return Check("/models", provider.name, "fail", f"Oracle {e}. {FIX_REDIRECT}")
     except OSError as e:
@@ -273,6 +315,12 @@ def check_gateway(args: argparse.Namespace) -> list[Check]:
 
     env = {k: v for k, v in os.environ.items() if k.startswith(("ORACLE_", "GOMODEL_"))}
     options = ["--set", f"gomodel_config={args.config}"] if args.config else []
+    if args.proxy:
+        parts = urlsplit(args.proxy)
+        options += ["--mode", f"upstream:{parts.scheme}://{parts.hostname}:{parts.port or 8080}"]
+        if parts.username:
+            auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            options += ["--set", f"upstream_auth={auth}"]
     workdir = Path(tempfile.mkdtemp(prefix="gomodel-doctor-"))
     try:
         gateway = start_gateway(
@@ -327,18 +375,23 @@ def main() -> int:
     )
     parser.add_argument("--gateway-cacert", help="CA for an https --gateway URL")
     parser.add_argument("--skip-gateway", action="store_true", help="no verification calls")
+    parser.add_argument(
+        "--proxy",
+        help="an HTTP proxy every check goes through (http://[user:pass@]host:port), as "
+        "mitmdump --mode upstream:URL makes the gateway's calls do",
+    )
     args = parser.parse_args()
 
     path = Path(args.config) if args.config else DEFAULT_CONFIG
     config, checks = check_config(path, explicit=bool(args.config))
-    context = ssl.create_default_context(cafile=args.oracle_ca)
+    route = Route(ssl.create_default_context(cafile=args.oracle_ca), args.proxy)
     for provider in config.providers if config else ():
         checks += check_shape(provider)
-        network = check_network(provider, context)
+        network = check_network(provider, route)
         checks += network
         if all(c.result == "pass" for c in network):
-            checks.append(check_key(provider, context))
-            checks.append(check_models(provider, context))
+            checks.append(check_key(provider, route))
+            checks.append(check_models(provider, route))
         if oci := check_oci_discovery(provider, args.oracle_ca):
             checks.append(oci)
     if config and config.providers and not args.skip_gateway:

@@ -199,7 +199,7 @@ def start_gateway(
     process = spawn(
         mitmdump_args(confdir, ca, *options), workdir / "mitmdump.log", clean_env(**env)
     )
-    match = process.wait_for(r"proxy listening at \S+:(\d+)")
+    match = process.wait_for(r"proxy(?: \(\S+ mode\))? listening at \S+:(\d+)")
     return Gateway(process, int(match.group(1)), confdir)
 
 
@@ -225,7 +225,7 @@ def start_mitmweb(
     ]
     args = mitmdump_args(workdir / "mitmproxy", ca, *web, *options, tool=MITMWEB)
     process = spawn(args, workdir / "mitmweb.log", clean_env(**env))
-    match = process.wait_for(r"proxy listening at \S+:(\d+)")
+    match = process.wait_for(r"proxy(?: \(\S+ mode\))? listening at \S+:(\d+)")
     return Gateway(process, int(match.group(1)), workdir / "mitmproxy")
 
 

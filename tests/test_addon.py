@@ -12,7 +12,7 @@ from fake_oracle import CA, Answer, FakeOracle, completion
 from gomodel_gateway import addon as addon_module
 from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.hosts import is_gateway_request, parse_hosts
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import contentviews, ctx, exceptions, http
 from mitmproxy.test import taddons, tflow
 
 ORACLE_KEY = "sk-oracle-unit-test-key"
@@ -52,7 +52,7 @@ def with_gateway(
                 try:
                     await scenario(gateway, oracle)
                 finally:
-                    await gateway.done()
+                    await gateway.runtime.done()
 
     asyncio.run(main())
 
@@ -95,13 +95,17 @@ def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> N
         assert received["headers"]["Authorization"] == f"Bearer {ORACLE_KEY}"
         assert not {"api-key", "cookie"} & {k.lower() for k in received["headers"]}
         assert received["headers"]["OpenAI-Project"] == PROJECT
-        # The flow is left as the client sent it (mitmproxy connects nowhere: it has an answer),
-        # and holds no key of either side.
-        assert flow.request.url == CHAT + "?trace=1"
+        # The flow shows what went to Oracle (mitmproxy connects nowhere: it has an answer),
+        # the client's URL and model in its comment and metadata, and no key of either side.
+        assert flow.request.url == oracle.base_url + "/chat/completions?trace=1"
         assert flow.request.headers["authorization"] == REDACTED
-        assert flow.request.headers["api-key"] == REDACTED
+        assert "api-key" not in flow.request.headers and "cookie" not in flow.request.headers
+        assert json.loads(flow.request.content)["model"] == "xai.grok-4"
         assert ORACLE_KEY not in str(flow.get_state())
+        assert "Bearer client" not in str(flow.get_state())
         assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=3 out=1")
+        assert f"client: POST {CHAT}?trace=1 model=xai.grok-4" in flow.comment
+        assert flow.metadata["gomodel"]["client_url"] == CHAT + "?trace=1"
 
     with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))
 
@@ -132,21 +136,28 @@ def test_a_streamed_call_is_pointed_at_the_relay_without_any_key(tmp_path: Path)
 
         assert flow.response is None
         assert (flow.request.scheme, flow.request.host) == ("http", "127.0.0.1")
-        assert flow.request.port == gateway.relay.port
+        assert flow.request.port == gateway.runtime.relay.port
         assert flow.request.path.startswith("/gomodel-relay/")
         # Nothing of the client's request goes to the relay: no header, no body.
         assert list(flow.request.headers) == ["host"] and flow.request.content == b""
         assert oracle.received == []  # the relay calls Oracle when mitmproxy connects
 
+        # What the relay does when mitmproxy connects: Oracle answers, chunks pass through it.
+        call = gateway.calls[flow]
+        call.answered(call.route.target, 200, "R9")
+        chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
+        assert call.pass_chunk(chunk) == chunk and call.pass_chunk(b"") == b""
+
         flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+        flow.response.headers["server"] = "Python/3.13 aiohttp/3.14"
         gateway.responseheaders(flow)
-        # Once the relay answers, the flow shows the request as the client sent it.
-        assert flow.request.url == CHAT
+        assert flow.response.stream is True and "server" not in flow.response.headers
+        # Once the relay answers, the flow shows the request as it went to Oracle.
+        assert flow.request.url == oracle.base_url + "/chat/completions"
         assert flow.request.headers["authorization"] == REDACTED
         assert json.loads(flow.request.content)["stream"] is True
-        chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
-        assert flow.response.stream(chunk) == chunk  # bytes pass unchanged
-        assert flow.response.stream(b"") == b""
+        gateway.response(flow)
+        assert flow.response.content == chunk  # kept for mitmweb and flow files
         assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=2 out=5")
 
     with_gateway(tmp_path, scenario)
@@ -276,13 +287,13 @@ def test_bad_options_at_startup_log_an_error_and_when_running_are_refused(
         with caplog.at_level(logging.ERROR):
             tctx.configure(gateway, gomodel_config=str(tmp_path / "missing.yaml"))
         assert "missing.yaml does not exist" in caplog.text
-        assert gateway.inventory.providers == ()  # nothing served from a config in error
+        assert gateway.runtime.inventory.providers == ()  # nothing served from a config in error
 
         tctx.configure(gateway, gomodel_config=str(config))
-        gateway.is_running = True
+        gateway.runtime.is_running = True
         with pytest.raises(exceptions.OptionsError, match="gomodel_hosts"):
             tctx.configure(gateway, gomodel_hosts="not a host")
-        assert [p.name for p in gateway.inventory.providers] == ["oracle", "oracle-eu"]
+        assert [p.name for p in gateway.runtime.inventory.providers] == ["oracle", "oracle-eu"]
 
 
 def test_reconfiguring_rebuilds_state_from_scratch(tmp_path: Path) -> None:
@@ -291,10 +302,10 @@ def test_reconfiguring_rebuilds_state_from_scratch(tmp_path: Path) -> None:
     other.write_text("providers: {}\n")
     with taddons.context(gateway) as tctx:
         tctx.configure(gateway, gomodel_config=str(write_config(tmp_path, "https://h/v1")))
-        gateway.on_discovered("oracle", ("stale.model",))
+        gateway.runtime.on_discovered("oracle", ("stale.model",))
         tctx.configure(gateway, gomodel_config=str(other), gomodel_hosts="api.openai.com")
-    assert gateway.inventory.providers == () and gateway.discovered == {}
-    assert gateway.hosts == ("api.openai.com",) and gateway.breakers == {}
+    assert gateway.runtime.inventory.providers == () and gateway.runtime.discovered == {}
+    assert gateway.runtime.hosts == ("api.openai.com",) and gateway.runtime.breakers == {}
 
 
 @pytest.mark.parametrize(
@@ -338,3 +349,21 @@ def test_bad_hostnames_are_rejected(bad: str) -> None:
 )
 def test_gateway_requests_are_recognised(host, port, listen, expected) -> None:
     assert is_gateway_request(host, port, ("gomodel.local",), listen) is expected
+
+
+def test_gateway_flows_get_the_gomodel_content_view(tmp_path: Path) -> None:
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        flow = gateway_flow("POST", CHAT, {"model": "xai.grok-4", "messages": []})
+        await run_request_hooks(gateway, flow)
+        other = gateway_flow("GET", "http://example.com/x.json")
+        other.response = http.Response.make(200, b'{"a": 1}', {"content-type": "application/json"})
+
+        shown = contentviews.prettify_message(flow.request, flow)
+        other_shown = contentviews.prettify_message(other.response, other)
+
+        assert shown.view_name == "GoModel"
+        assert shown.text.startswith(f"client:     POST {CHAT}\nmodel:      xai.grok-4 -> oracle")
+        assert '"model": "xai.grok-4"' in shown.text
+        assert other_shown.view_name != "GoModel"
+
+    with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))

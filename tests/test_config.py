@@ -550,3 +550,28 @@ def test_a_reload_may_change_master_keys_but_never_remove_them_all(previous, new
     assert "the previous configuration keeps serving" in str(caught.value)
     assert (new.source or "the new configuration") in str(caught.value)
     assert "k1" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "provider", "url"),
+    [
+        (
+            {"ORACLE_REGION": "us-chicago-1", "ORACLE_API_KEY": "k"},
+            "oracle",
+            "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1",
+        ),
+        (
+            {"ORACLE_EU_REGION": "eu-frankfurt-1", "ORACLE_EU_API_KEY": "k"},
+            "oracle-eu",
+            "https://inference.generativeai.eu-frankfurt-1.oci.oraclecloud.com/20231130/actions/v1",
+        ),
+    ],
+)
+def test_a_region_instead_of_a_base_url_works_with_the_shipped_config(env, provider, url) -> None:
+    """The shipped config.yaml says base_url: ${ORACLE_BASE_URL}; set only ORACLE_REGION and
+    that expands to nothing, which must mean 'not given', not a broken URL."""
+    shipped = Path(__file__).resolve().parents[1] / "config.yaml"
+
+    config = load_config(shipped, env)
+
+    assert {p.name: p.base_url for p in config.providers}[provider] == url

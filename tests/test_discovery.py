@@ -16,6 +16,7 @@ from gomodel_gateway.discovery import (
     fetch_models,
     parse_models_response,
 )
+from gomodel_gateway.transport import Transport
 from processes import Simulator, start_gateway
 
 
@@ -45,9 +46,22 @@ def context_for(simulator: Simulator) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(simulator.ca))
 
 
+async def fetch_async(provider: Provider, context: ssl.SSLContext) -> tuple[str, ...]:
+    """Discovery on the gateway's own HTTP client, as the gateway runs it."""
+    transport = Transport(lambda: context)
+    try:
+        return await fetch_models(transport, provider)
+    finally:
+        await transport.close()
+
+
+def fetch(provider: Provider, context: ssl.SSLContext) -> tuple[str, ...]:
+    return asyncio.run(fetch_async(provider, context))
+
+
 def test_models_are_fetched_with_the_provider_key(chicago: Simulator) -> None:
     chicago.configure(list_models=True, models=["xai.grok-4", "openai.gpt-oss-120b"])
-    models = fetch_models(provider_for(chicago), context_for(chicago))
+    models = fetch(provider_for(chicago), context_for(chicago))
 
     assert models == ("xai.grok-4", "openai.gpt-oss-120b")
     (received,) = chicago.requests()
@@ -65,7 +79,7 @@ def test_models_are_fetched_with_the_provider_key(chicago: Simulator) -> None:
 def test_failed_discovery_says_why(chicago: Simulator, list_models, key, message) -> None:
     chicago.configure(list_models=list_models)
     with pytest.raises(DiscoveryError, match=message):
-        fetch_models(provider_for(chicago, key), context_for(chicago))
+        fetch(provider_for(chicago, key), context_for(chicago))
 
 
 def test_a_redirected_models_call_is_refused_and_the_key_goes_nowhere(
@@ -73,7 +87,7 @@ def test_a_redirected_models_call_is_refused_and_the_key_goes_nowhere(
 ) -> None:
     chicago.configure(list_models=True, redirects={"models": capture_url(capture, "/s?t=x")})
     with pytest.raises(RedirectRefused) as caught:
-        fetch_models(provider_for(chicago), context_for(chicago))
+        fetch(provider_for(chicago), context_for(chicago))
 
     assert str(caught.value) == (
         "GET /models answered 302, a redirect to 127.0.0.1: redirect refused: the gateway does "
@@ -105,7 +119,7 @@ def test_a_gateway_whose_models_call_redirects_logs_it_and_serves_its_configured
 def test_untrusted_certificate_is_a_discovery_error(chicago: Simulator) -> None:
     chicago.configure(list_models=True)
     with pytest.raises(DiscoveryError, match="CERTIFICATE_VERIFY_FAILED"):
-        fetch_models(provider_for(chicago), ssl.create_default_context())
+        fetch(provider_for(chicago), ssl.create_default_context())
 
 
 def test_refresh_reports_success_and_keeps_quiet_failures(chicago: Simulator) -> None:
@@ -113,7 +127,7 @@ def test_refresh_reports_success_and_keeps_quiet_failures(chicago: Simulator) ->
     provider = provider_for(chicago)
     discovery = Discovery(
         (provider,),
-        lambda p: fetch_models(p, context_for(chicago)),
+        lambda p: fetch_async(p, context_for(chicago)),
         lambda name, models: updates.append((name, models)),
     )
 

@@ -5,7 +5,14 @@ import json
 import pytest
 from gomodel_gateway import safejson
 from gomodel_gateway.errors import clip_for_message, error_body, from_oracle
-from gomodel_gateway.sse import Event, SSEParser, StreamSummary, UsageChunkFilter, usage_tokens
+from gomodel_gateway.sse import (
+    Event,
+    SSEParser,
+    StreamSummary,
+    UsageChunkFilter,
+    error_event,
+    usage_tokens,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -249,3 +256,25 @@ def test_oracle_errors_with_a_key_given_twice_still_become_openai_errors() -> No
     body = b'{"code": "NotFound", "message": "first", "message": "last"}'
     error = error_of(from_oracle(404, body, "oracle", "h", None))
     assert "answered 404: last" in error["message"]
+
+
+def test_an_error_event_in_a_responses_stream_is_numbered_after_the_last_event() -> None:
+    summary = StreamSummary()
+    summary.feed(
+        b'event: response.created\ndata: {"type": "response.created", "sequence_number": 0}\n\n'
+    )
+    summary.feed(
+        b'event: x\ndata: {"type": "response.output_text.delta", "delta": "a", '
+        b'"sequence_number": 7}\n\n'
+    )
+
+    event = error_event(
+        "cut",
+        "stream_interrupted",
+        responses_api=True,
+        sequence_number=summary.next_sequence_number,
+    )
+
+    assert summary.last_sequence_number == 7
+    assert json.loads(event.decode().split("data: ", 1)[1])["sequence_number"] == 8
+    assert StreamSummary().next_sequence_number == 0

@@ -122,7 +122,7 @@ class RecordingTransport(Transport):
         super().__init__(ssl.create_default_context)
         self.sent: list[tuple[Route, list[tuple[str, str]]]] = []
 
-    async def send(self, route: Route, client_headers) -> Reply:
+    async def send(self, route: Route, client_headers, attempts) -> Reply:
         self.sent.append((route, list(client_headers)))
         return Reply(200, [("content-type", "application/json")], route.target, body=b"{}")
 
@@ -139,11 +139,12 @@ def gateway(
     )
     loop = asyncio.new_event_loop()
     addon = GoModel()
-    addon.transport = RecordingTransport()
+    addon.runtime.transport = addon.runtime.relay.transport = RecordingTransport()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, gomodel_config=str(config))
+        loop.run_until_complete(addon.runtime.relay.start())
         yield addon, loop
-    loop.run_until_complete(addon.done())
+    loop.run_until_complete(addon.runtime.done())
     loop.close()
 
 
@@ -175,7 +176,7 @@ def test_gateway_hooks_route_or_answer_an_openai_error(
     request = http.Request.make(method, "http://gomodel.local/", body, headers)
     request.path = path.encode("utf-8", "surrogateescape")
     flow = tflow.tflow(req=request)
-    sent_before = len(addon.transport.sent)
+    sent_before = len(addon.runtime.transport.sent)
     addon.requestheaders(flow)
     loop.run_until_complete(addon.request(flow))
     if flow.request.path == REFUSAL_PATH:  # refused unread: what the relay and mitmproxy do
@@ -183,12 +184,12 @@ def test_gateway_hooks_route_or_answer_an_openai_error(
         flow.response = http.Response.make(403)
         addon.response(flow)
 
-    routed = flow.response is None or len(addon.transport.sent) > sent_before
+    routed = flow.response is None or len(addon.runtime.transport.sent) > sent_before
     if flow.response is None:  # a streamed call, handed to the relay, which gets no header
         assert flow.request.host == "127.0.0.1"
         assert flow.request.path.startswith("/gomodel-relay/")
         assert list(flow.request.headers) == ["host"]
-        shown = addon.exchanges[flow].sent.headers  # what the flow shows once answered
+        shown = http.Headers(addon.calls[flow].sent.header_fields)  # what the flow will show
     else:
         shown = flow.request.headers
     for name in ("authorization", "api-key", "x-api-key"):
@@ -199,12 +200,12 @@ def test_gateway_hooks_route_or_answer_an_openai_error(
     error = json.loads(flow.response.content).get("error")
     if flow.response.status_code == 200:
         assert error is None  # answered locally, or by (the stand-in for) Oracle
-        if len(addon.transport.sent) > sent_before:
-            routed, _ = addon.transport.sent[-1]
+        if len(addon.runtime.transport.sent) > sent_before:
+            routed, _ = addon.runtime.transport.sent[-1]
             assert routed.target.provider.name == "oracle"
             assert json.loads(routed.body)["model"] == "xai.grok-4"
         return
     assert set(error) == {"message", "type", "param", "code"}
     assert 400 <= flow.response.status_code < 500
     assert flow.request.host == "gomodel.local"
-    assert len(addon.transport.sent) == sent_before
+    assert len(addon.runtime.transport.sent) == sent_before

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -109,10 +110,17 @@ async def look_at_mitmweb(devtools_port: int, web_url: str, screenshot: Path) ->
                     screenshot.write_bytes(base64.b64decode(shot["data"]))
                     pytest.fail(f"the flow list never showed the comments; page text: {text!r}")
                 await asyncio.sleep(0.3)
+            flows = await tools.evaluate("fetch('/flows').then(r => r.text())")
+            streamed = next(
+                f["id"] for f in json.loads(flows) if "text/event-stream" in json.dumps(f)
+            )
             seen = {
                 "text": await tools.evaluate("document.body.innerText"),
                 "html": await tools.evaluate("document.documentElement.outerHTML"),
-                "flows": await tools.evaluate("fetch('/flows').then(r => r.text())"),
+                "flows": flows,
+                "stream view": await tools.evaluate(
+                    f"fetch('/flows/{streamed}/response/content/auto.json').then(r => r.text())"
+                ),
             }
             await tools.evaluate(  # widen the comment column to its content, for the screenshot
                 "document.querySelector('th.col-comment .col-resize-handle')"
@@ -138,20 +146,30 @@ def test_mitmweb_explains_every_gateway_call_and_shows_no_key(
     )
     browser = None
     try:
-        api = OpenAI(
-            base_url=f"{mitmweb.url}/v1",
-            api_key="client-key",
-            max_retries=0,
-            http_client=DefaultHttpxClient(trust_env=False),
-        )
-        api.chat.completions.create(
-            model="xai.grok-4", messages=[{"role": "user", "content": "hi"}]
-        )
-        list(
-            api.chat.completions.create(
-                model="xai.grok-4", stream=True, messages=[{"role": "user", "content": "stream"}]
+        ways_in = {
+            "direct": (f"{mitmweb.url}/v1", None, True),
+            "http_proxy": ("http://gomodel.local/v1", mitmweb.proxy, True),
+            "https_proxy": (
+                "https://gomodel.local/v1",
+                mitmweb.proxy,
+                ssl.create_default_context(cafile=str(mitmweb.ca)),
+            ),
+        }
+        for base_url, proxy, verify in ways_in.values():
+            api = OpenAI(
+                base_url=base_url,
+                api_key="client-key",
+                max_retries=0,
+                http_client=DefaultHttpxClient(trust_env=False, proxy=proxy, verify=verify),
             )
-        )
+            api.chat.completions.create(
+                model="xai.grok-4", messages=[{"role": "user", "content": "hi"}]
+            )
+            list(
+                api.chat.completions.create(
+                    model="xai.grok-4", stream=True, messages=[{"role": "user", "content": "go"}]
+                )
+            )
         api.models.list()
         with pytest.raises(Exception):  # noqa: B017 - an error flow, to be marked
             api.chat.completions.create(model="missing.model", messages=[])
@@ -171,12 +189,25 @@ def test_mitmweb_explains_every_gateway_call_and_shows_no_key(
         mitmweb.stop()
 
     text = seen["text"]
-    assert text.count("gomodel oracle xai.grok-4 200") == 2  # the plain call and the stream
+    # A plain call and a stream through each way in, each showing where it really went.
+    assert text.count("gomodel oracle xai.grok-4 200") == 6
     assert "gomodel models 200" in text
     assert "gomodel chat/completions 404 model_not_found" in text
     flows = json.loads(seen["flows"])
     assert any(f["marked"] for f in flows)  # the error flow
-    assert any(f.get("comment", "").startswith("gomodel oracle") for f in flows)
+    calls = [f for f in flows if f.get("comment", "").startswith("gomodel oracle")]
+    oracle = chicago.url.removeprefix("https://").split(":")
+    assert len(calls) == 6
+    assert {(f["request"]["host"], str(f["request"]["port"])) for f in calls} == {tuple(oracle)}
+    clients = {c.split("client: POST ")[1].split(" ")[0] for c in (f["comment"] for f in calls)}
+    assert clients == {
+        f"{mitmweb.url}/v1/chat/completions",
+        "http://gomodel.local/v1/chat/completions",
+        "https://gomodel.local/v1/chat/completions",
+    }
+    assert "gomodel-relay" not in seen["flows"] and "gomodel-relay" not in text
+    stream_view = json.loads(seen["stream view"])
+    assert stream_view["view_name"] == "GoModel" and "data: " in stream_view["text"]
     for page_data in (seen["text"], seen["html"], seen["flows"]):
         assert CHICAGO_KEY not in page_data and "client-key" not in page_data
     assert screenshot.stat().st_size > 20_000

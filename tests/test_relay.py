@@ -1,25 +1,31 @@
 """The stream relay's waiting room: jobs are dropped, expire, and are capped."""
 
 import asyncio
+import ssl
 
 import pytest
 from gomodel_gateway import relay as relay_module
+from gomodel_gateway.call import Call
 from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import Target
-from gomodel_gateway.relay import PATH_PREFIX, StreamJob, StreamRelay
+from gomodel_gateway.relay import PATH_PREFIX, StreamRelay
 from gomodel_gateway.routing import Endpoint, Route
 from gomodel_gateway.transport import Transport
 
 PROVIDER = Provider("oracle", "https://oracle.example/v1", "sk-oracle", ("m.one",))
 
 
-def job(size: int) -> StreamJob:
+def job(size: int) -> Call:
     body = b"x" * size
     route = Route(
         Endpoint.CHAT_COMPLETIONS, (Target(PROVIDER, "m.one"),), "m.one", True, {"oracle": body}
     )
-    return StreamJob(route, [], Transport(lambda: None))  # type: ignore[arg-type, return-value]
+    return Call("POST", "http://gomodel.local/v1/chat/completions", "/", 0.0, route=route)
+
+
+def make_relay() -> StreamRelay:
+    return StreamRelay(Transport(ssl.create_default_context))
 
 
 def run(scenario) -> None:
@@ -28,7 +34,7 @@ def run(scenario) -> None:
 
 def test_a_job_whose_client_left_is_dropped_at_once() -> None:
     async def scenario() -> None:
-        relay = StreamRelay()
+        relay = make_relay()
         path = relay.register(job(1024))
         relay.discard(path)
         assert relay.jobs == {} and relay.pending_bytes == 0 and relay.expiries == {}
@@ -41,7 +47,7 @@ def test_an_unclaimed_job_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(relay_module, "UNCLAIMED_JOB_SECONDS", 0.05)
 
     async def scenario() -> None:
-        relay = StreamRelay()
+        relay = make_relay()
         relay.register(job(1024))
         assert relay.pending_bytes == 1024
         await asyncio.sleep(0.2)
@@ -56,7 +62,7 @@ def test_what_waits_is_capped_and_a_stream_over_the_cap_is_a_503(
     monkeypatch.setattr(relay_module, "MAX_PENDING_BYTES", 10_000)
 
     async def scenario() -> None:
-        relay = StreamRelay()
+        relay = make_relay()
         first = relay.register(job(6_000))
         with pytest.raises(GatewayError) as busy:
             relay.register(job(6_000))

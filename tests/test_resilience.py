@@ -9,10 +9,11 @@ from email.utils import format_datetime
 
 import pytest
 from fake_oracle import Answer, FakeOracle, client_context, completion
+from gomodel_gateway.call import Attempt, Call
 from gomodel_gateway.config import ConfigError, Provider, load_config
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import Target
-from gomodel_gateway.relay import StreamJob, StreamRelay
+from gomodel_gateway.relay import StreamRelay
 from gomodel_gateway.resilience import (
     CircuitBreaker,
     FailoverPolicy,
@@ -23,7 +24,7 @@ from gomodel_gateway.resilience import (
     parse_retry_after,
 )
 from gomodel_gateway.routing import Endpoint, Route
-from gomodel_gateway.transport import Transport
+from gomodel_gateway.transport import Reply, Transport
 from processes import free_port
 
 FAST = RetryPolicy(max_retries=2, backoff_initial=0.01, backoff_max=0.02)
@@ -170,15 +171,20 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+async def send(transport: Transport, route: Route) -> tuple[Reply, list[Attempt]]:
+    attempts: list[Attempt] = []
+    return await transport.send(route, [], attempts), attempts
+
+
 def test_a_503_then_success_gives_one_200_from_two_requests() -> None:
     async def scenario() -> None:
         async with FakeOracle(Answer(status=503, body={"code": "503", "message": "busy"})) as a:
             us = provider("us", a)
             transport = transport_for(us)
-            reply = await transport.send(chat_route(us), [])
+            reply, reply_attempts = await send(transport, chat_route(us))
             await transport.close()
         assert reply.status == 200 and len(a.received) == 2
-        assert [x.outcome for x in reply.attempts] == ["503", "200"]
+        assert [x.outcome for x in reply_attempts] == ["503", "200"]
 
     run(scenario())
 
@@ -192,7 +198,7 @@ def test_client_errors_other_than_429_are_never_retried(status: int) -> None:
         ):
             us, eu = provider("us", a), provider("eu", b)
             transport = transport_for(us, eu)
-            reply = await transport.send(chat_route(us, eu), [])
+            reply, _reply_attempts = await send(transport, chat_route(us, eu))
             await transport.close()
         assert reply.status == status and len(a.received) == 1 and b.received == []
         assert json.loads(reply.body)["error"]["message"].startswith("Oracle (us,")
@@ -209,7 +215,7 @@ def test_retry_after_is_honoured() -> None:
             us = provider("us", a)
             transport = transport_for(us)
             started = time.monotonic()
-            reply = await transport.send(chat_route(us), [])
+            reply, _reply_attempts = await send(transport, chat_route(us))
             waited = time.monotonic() - started
             await transport.close()
         assert reply.status == 200 and waited >= 1.0
@@ -223,7 +229,7 @@ def test_exhausted_retries_return_oracles_last_answer() -> None:
         async with FakeOracle(busy, busy, busy) as a:
             us = provider("us", a)
             transport = transport_for(us)
-            reply = await transport.send(chat_route(us), [])
+            reply, _reply_attempts = await send(transport, chat_route(us))
             await transport.close()
         assert reply.status == 503 and len(a.received) == 3  # 1 + max_retries
         assert json.loads(reply.body)["error"]["code"] == "upstream_unavailable"
@@ -236,10 +242,10 @@ def test_a_region_down_fails_over_to_the_next_one() -> None:
         async with FakeOracle() as b:
             down, eu = provider("us", None), provider("eu", b)
             transport = transport_for(down, eu)
-            reply = await transport.send(chat_route(down, eu), [])
+            reply, reply_attempts = await send(transport, chat_route(down, eu))
             await transport.close()
         assert reply.status == 200 and reply.target.provider.name == "eu"
-        assert [(x.provider, x.outcome) for x in reply.attempts] == [
+        assert [(x.provider, x.outcome) for x in reply_attempts] == [
             ("us", "connection refused"),
             ("eu", "200"),
         ]
@@ -254,7 +260,7 @@ def test_a_pinned_call_never_fails_over() -> None:
             down = provider("us", None)
             transport = transport_for(down, provider("eu", b))
             with pytest.raises(GatewayError) as caught:
-                await transport.send(chat_route(down), [])  # pinned: one candidate
+                await send(transport, chat_route(down))  # pinned: one candidate
             await transport.close()
         assert b.received == []
         assert caught.value.status == 502 and "(x3)" in caught.value.message
@@ -267,7 +273,7 @@ def test_both_regions_down_is_one_clear_error_naming_both() -> None:
         us, eu = provider("us", None), provider("eu", None)
         transport = transport_for(us, eu, retries=RetryPolicy(max_retries=0))
         with pytest.raises(GatewayError) as caught:
-            await transport.send(chat_route(us, eu), [])
+            await send(transport, chat_route(us, eu))
         await transport.close()
         assert caught.value.code == "upstream_unreachable"
         assert f"us ({us.address}): connection refused" in caught.value.message
@@ -283,11 +289,35 @@ def test_a_slow_region_times_out_with_504_and_is_not_asked_again() -> None:
             transport = transport_for(slow)
             started = time.monotonic()
             with pytest.raises(GatewayError) as caught:
-                await transport.send(chat_route(slow), [])
+                await send(transport, chat_route(slow))
             elapsed = time.monotonic() - started
             await transport.close()
         assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
         assert 0.3 <= elapsed < 1.5 and len(a.received) == 1  # once: it may still be running
+
+    run(scenario())
+
+
+def test_one_calls_retries_count_once_against_the_circuit() -> None:
+    """Three attempts of one call are one failed call: a brief hiccup must not open the circuit
+    (threshold 3) and turn every model away for everyone."""
+
+    async def scenario() -> None:
+        busy = Answer(status=503, body={"code": "503", "message": "busy"})
+        async with FakeOracle(busy, busy, busy, busy, busy, busy, busy, busy, busy) as a:
+            us = provider("us", a)
+            transport = transport_for(us, failover=FailoverPolicy(failure_threshold=3))
+            first, _ = await send(transport, chat_route(us))
+            second, _ = await send(transport, chat_route(us))
+            state_after_two = transport.breakers["us"].snapshot(0)
+            third, _ = await send(transport, chat_route(us))
+            with pytest.raises(GatewayError) as cooling:
+                await send(transport, chat_route(us))
+            await transport.close()
+        assert first.status == second.status == third.status == 503
+        assert len(a.received) == 9  # 3 calls x (1 + 2 retries)
+        assert state_after_two["consecutive_failures"] == 2
+        assert cooling.value.code == "providers_cooling_down"  # after 3 failed calls
 
     run(scenario())
 
@@ -298,13 +328,13 @@ def test_an_open_circuit_skips_its_provider_until_the_cool_down_ends() -> None:
         async with FakeOracle() as b:
             down, eu = provider("us", None), provider("eu", b)
             transport = transport_for(down, eu, failover=policy)
-            first = await transport.send(chat_route(down, eu), [])
-            second = await transport.send(chat_route(down, eu), [])
+            _first, first_attempts = await send(transport, chat_route(down, eu))
+            _second, second_attempts = await send(transport, chat_route(down, eu))
             with pytest.raises(GatewayError) as caught:
-                await transport.send(chat_route(down), [])  # pinned to the open one
+                await send(transport, chat_route(down))  # pinned to the open one
             await transport.close()
-        assert [x.provider for x in first.attempts] == ["us", "eu"]
-        assert [x.provider for x in second.attempts] == ["eu"]  # us was skipped
+        assert [x.provider for x in first_attempts] == ["us", "eu"]
+        assert [x.provider for x in second_attempts] == ["eu"]  # us was skipped
         assert caught.value.status == 503 and caught.value.code == "providers_cooling_down"
         assert dict(caught.value.headers)["retry-after"] == "60"
 
@@ -328,11 +358,11 @@ def test_a_redirect_is_a_502_never_followed_retried_or_failed_over(status, locat
         async with FakeOracle(redirect, redirect) as a, FakeOracle() as b:
             us, eu = provider("us", a), provider("eu", b)
             transport = transport_for(us, eu, failover=policy)
-            reply = await transport.send(chat_route(us, eu), [])
-            again = await transport.send(chat_route(us, eu), [])
+            reply, reply_attempts = await send(transport, chat_route(us, eu))
+            again, _again_attempts = await send(transport, chat_route(us, eu))
             await transport.close()
         assert reply.status == 502 and b.received == []  # not failed over
-        assert [(x.provider, x.outcome) for x in reply.attempts] == [("us", str(status))]
+        assert [(x.provider, x.outcome) for x in reply_attempts] == [("us", str(status))]
         assert reply.headers == [("opc-request-id", "R1"), ("content-type", "application/json")]
         error = json.loads(reply.body)["error"]
         assert error["code"] == "upstream_redirect" and error["type"] == "api_error"
@@ -353,7 +383,7 @@ def test_failover_off_keeps_to_the_preferred_provider() -> None:
             down, eu = provider("us", None), provider("eu", b)
             transport = transport_for(down, eu, failover=FailoverPolicy(enabled=False))
             with pytest.raises(GatewayError):
-                await transport.send(chat_route(down, eu), [])
+                await send(transport, chat_route(down, eu))
             await transport.close()
         assert b.received == []
 
@@ -365,10 +395,10 @@ def test_failover_off_keeps_to_the_preferred_provider() -> None:
 EVENTS = [f'data: {{"n": {i}}}\n\n'.encode() for i in range(6)] + [b"data: [DONE]\n\n"]
 
 
-async def relay_stream(transport: Transport, route: Route) -> tuple[int, bytes, StreamJob]:
-    relay = StreamRelay()
+async def relay_stream(transport: Transport, route: Route) -> tuple[int, bytes, Call]:
+    relay = StreamRelay(transport)
     await relay.start()
-    job = StreamJob(route, [], transport)
+    job = Call("POST", "http://gomodel.local/v1/chat/completions", "/", 0.0, route=route)
     path = relay.register(job)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     writer.write(
@@ -452,14 +482,14 @@ def test_a_stream_redirected_by_oracle_is_a_502_error() -> None:
         error = json.loads(body)["error"]
         assert error["code"] == "upstream_redirect"
         assert "a redirect to evil.example: redirect refused" in error["message"]
-        assert job.reply is not None and [x.outcome for x in job.reply.attempts] == ["302"]
+        assert [x.outcome for x in job.attempts] == ["302"]
 
     run(scenario())
 
 
 def test_the_relay_serves_each_token_once() -> None:
     async def scenario() -> None:
-        relay = StreamRelay()
+        relay = StreamRelay(Transport(client_context))
         await relay.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         writer.write(

@@ -204,13 +204,13 @@ def test_a_broken_config_edit_is_logged_and_the_previous_config_keeps_serving(
         tctx.configure(gateway, gomodel_config=str(config))
         config.write_text("providers: [\n")
         with caplog.at_level(logging.ERROR):
-            gateway.reload_config_file()
+            gateway.runtime.reload_config_file()
         assert "configuration not reloaded" in caplog.text
-        assert gateway.inventory.models == {"oracle": ("m.one",)}
+        assert gateway.runtime.inventory.models == {"oracle": ("m.one",)}
 
         config.write_text(config.read_text().replace("providers: [\n", "") or "providers: {}\n")
-        gateway.reload_config_file()
-        assert gateway.inventory.providers == ()
+        gateway.runtime.reload_config_file()
+        assert gateway.runtime.inventory.providers == ()
 
 
 def test_listening_beyond_loopback_without_a_master_key_warns(
@@ -223,8 +223,8 @@ def test_listening_beyond_loopback_without_a_master_key_warns(
                 gateway, gomodel_config=str(write(tmp_path / "c.yaml", "")), listen_host="0.0.0.0"
             )
             with caplog.at_level(logging.WARNING):
-                await gateway.running()
-            await gateway.done()
+                await gateway.runtime.running()
+            await gateway.runtime.done()
 
     asyncio.run(start())
     assert "listening on 0.0.0.0 without a master key" in caplog.text

@@ -24,7 +24,8 @@ class AccessRecord:
     status: int
     seconds: float
     provider: str = "gateway"  # the provider that answered; "gateway" when answered locally
-    model: str = ""
+    model: str = ""  # the model id Oracle was asked for
+    requested_model: str = ""  # the model the client named
     endpoint: str = ""
     stream: bool = False
     tokens_in: int | None = None
@@ -36,9 +37,12 @@ class AccessRecord:
     notes: list[str] = field(default_factory=list)
     request_body: str | None = None
     response_body: str | None = None
+    url: str = ""  # the whole URL the client asked for, for mitmweb
+    broken: bool = False  # a stream Oracle ended early
+    warning: bool = False  # worth a warning: broken, or starved by its output budget
 
     def summary(self) -> str:
-        """The short form used for mitmweb's flow comment."""
+        """The short form: the access log line's start."""
         if self.provider == "gateway":
             return f"gomodel {self.endpoint or 'request'} {self.status}" + (
                 f" {self.error}" if self.error else ""
@@ -47,6 +51,18 @@ class AccessRecord:
             f"gomodel {self.provider} {self.model} {self.status} in={_count(self.tokens_in)} "
             f"out={_count(self.tokens_out)} {self.seconds:.2f}s"
         )
+
+    def comment(self) -> str:
+        """mitmweb's comment column: the summary, what the client asked, and how it went."""
+        parts = [self.summary()]
+        if self.provider != "gateway":
+            parts.append(
+                f"client: {self.method} {self.url or self.path} model={self.requested_model}"
+            )
+            if len(self.attempts) > 1:
+                parts.append("attempts: " + ", ".join(self.attempts))
+            parts += self.notes
+        return " | ".join(parts)
 
     def text(self) -> str:
         parts = [self.summary(), f"{self.method} {self.path}"]
@@ -87,10 +103,10 @@ class AccessLog:
         self.path = path
         self.lock = threading.Lock()
 
-    def write(self, record: AccessRecord, warning: bool = False) -> None:
+    def write(self, record: AccessRecord) -> None:
         line = record.json() if self.format == "json" else record.text()
         if self.path is None:
-            (logger.warning if warning else logger.info)(line)
+            (logger.warning if record.warning else logger.info)(line)
             return
         with self.lock, self.path.open("a", encoding="utf-8") as sink:
             sink.write(line + "\n")

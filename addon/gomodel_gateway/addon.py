@@ -1,149 +1,78 @@
-"""The mitmproxy addon: thin hooks that call the pure modules beside it.
+"""The mitmproxy addon's request hooks: short, guard first, each calling the pure modules.
 
-Life of a gateway request:
-- requestheaders: is it for the gateway (a gomodel_hosts name, or the proxy's own port)? Then its
-  body is buffered (routing needs it; nothing may stream to the original host), and what the
-  headers already condemn is answered: unknown path, wrong method, missing master key, a body
-  too large or compressed.
-- request: answer locally (/v1/models, /health, every error), or route the call. A plain call is
-  sent by the `Transport` (retries, failover, timeouts) and its answer set as the response; a
-  streamed call is handed to the `StreamRelay`, and the flow is pointed at it so mitmproxy
-  streams the answer through. The Oracle key is set on the gateway's own requests only; it never
-  sits on a mitmproxy flow, so mitmweb, saved flows and logs cannot show it.
-- responseheaders: streams pass through chunk by chunk, watched for usage on the side.
-Every hook fails closed: an exception answers the client with a 502 and sends nothing upstream.
+The configuration lifecycle lives in `lifecycle.Runtime` (a sub-addon); one request's state in a
+`call.Call`. Life of a gateway request:
+- requestheaders: is it for the gateway (a gomodel_hosts name, or the proxy's own address in any
+  spelling)? If not, it passes through only while pass-through is open (see exposure.py). A
+  gateway request's body is buffered (routing needs it), and what the headers already condemn
+  (origin, key, path, method, declared size) is refused without reading the body: the flow is
+  pointed at the relay's refusal end point with its body streamed into nothing.
+- request: answer locally (/v1/models, /health, /metrics, every error), or route the call. A
+  plain call is sent by the `Transport` (retries, failover, timeouts) and its answer set as the
+  response; a streamed call is handed to the `StreamRelay`, and the flow is pointed at it so
+  mitmproxy streams the answer through. The Oracle key is set on the gateway's own requests only.
+- responseheaders / response: the flow is made to show what really went to Oracle (its URL, the
+  upstream body, credentials redacted) and the answer as the client got it (a stream's body
+  kept up to gomodel_stream_body_size); `finish` records the call once.
+Replays (mitmweb's replay button, `mitmdump -C`) of gateway flows go through the gateway again.
+Every hook fails closed: an exception answers the client with a 502 and forwards nothing.
 """
 
-import asyncio
 import functools
 import inspect
+import json
 import logging
-import ssl
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import certifi
-from mitmproxy import connection, ctx, exceptions, http
-from mitmproxy.proxy import mode_specs, server_hooks
+from mitmproxy import connection, ctx, http
+from mitmproxy.proxy import server_hooks
 
 from . import local, safejson
-from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING, starved
 from .auth import check_client_key, is_client_key
-from .config import ConfigError, GatewayConfig, Provider, check_reload
-from .discovery import Discovery, fetch_models
+from .call import Call, SentRequest, record
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
-    Exposure,
     cors_headers,
-    decide_exposure,
     is_looping,
     loop_detected,
-    new_via_token,
     origin_allowed,
     origin_refused,
     passthrough_refused,
     preflight_headers,
 )
-from .hosts import is_gateway_request, is_listen_address, is_loopback
-from .inventory import build_inventory
-from .metrics import Metrics
-from .oci_discovery import fetch_oci_models
-from .options import OPTION_NAMES, Settings, declare_options, read_settings
-from .relay import REFUSAL_PATH, StreamJob, StreamRelay
-from .resilience import CircuitBreaker, breakers_for
+from .hosts import is_gateway_request, is_listen_address
+from .lifecycle import Runtime
+from .relay import REFUSAL_PATH
 from .routing import (
     UPSTREAM_ENDPOINTS,
     Endpoint,
     Request,
-    Route,
     check_body_size,
     check_declared_body,
     classify,
     route,
 )
-from .sse import StreamSummary, UsageChunkFilter, usage_tokens
-from .transport import Reply, Transport
+from .sse import usage_tokens
 from .upstream import (
     CLIENT_CREDENTIAL_HEADERS,
     FRAMING,
+    REDACTED,
     check_forwarded_headers,
     is_returned,
+    shown_headers,
+    upstream_url,
 )
-from .watch import watch_file
-from .workarounds import bound_request_heads, close_leftover_socket
+from .workarounds import close_leftover_socket
 
 logger = logging.getLogger("gomodel")
 
-UPSTREAM_TLS_OPTIONS = frozenset(
-    {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
-)
-LISTEN_OPTIONS = frozenset({"listen_host", "mode"})
-MAX_LOGGED_PATH = 200
-REDACTED = "[redacted by gomodel]"
-
-
-@dataclass
-class Exchange:
-    """Per-flow state of a gateway request (kept off the flow: flow.metadata is saved)."""
-
-    started: float
-    request: Request | None = None
-    route: Route | None = None
-    reply: Reply | None = None  # a plain call's answer
-    job: StreamJob | None = None  # a streamed call, answered through the relay
-    stream: StreamSummary | None = None
-    tokens: tuple[int | None, int | None] = (None, None)
-    starved: bool = False  # the answer was cut off by its output budget before any text
-    first_byte: float | None = None  # when the answer (a stream's headers) left for the client
-    error: str | None = None  # the code of a refused or failed request
-    client_path: str = ""  # the path as the client sent it (the flow may be pointed elsewhere)
-    finished: bool = False
-    authenticated: bool = False  # presented a master key, or none is needed
-    origin: str | None = None  # the allowed web origin the request came from
-    relay_path: str | None = None  # where mitmproxy fetches the answer in the relay
-    refusal: GatewayError | None = None  # a refusal answered without reading the body
-    sent: "SentRequest | None" = None  # the request as the client sent it, while at the relay
-
-    @property
-    def final_reply(self) -> Reply | None:
-        return self.job.reply if self.job else self.reply
-
-
-@dataclass(frozen=True)
-class SentRequest:
-    """What a client sent, kept while its flow is pointed at the relay (which needs nothing of
-    it but a path), and put back so that mitmweb and flow files show the request as sent."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-    headers: http.Headers
-    content: bytes | None
-
-    @classmethod
-    def of(cls, request: http.Request) -> "SentRequest":
-        return cls(
-            request.scheme,
-            request.host,
-            request.port,
-            request.path,
-            request.headers.copy(),
-            request.raw_content,
-        )
-
-    def put_back(self, request: http.Request) -> None:
-        request.scheme, request.host, request.port = self.scheme, self.host, self.port
-        request.path, request.headers = self.path, self.headers
-        if self.content is not None:
-            request.raw_content = self.content
-
-
+MAX_LOGGED_URL = 200
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
+__all__ = ["REDACTED", "GoModel"]
 
 
 def fail_closed(hook: Hook) -> Hook:
@@ -151,11 +80,11 @@ def fail_closed(hook: Hook) -> Hook:
 
     def contain(self: "GoModel", flow: http.HTTPFlow, error: Exception) -> None:
         logger.error("gomodel: internal error in %s hook", hook.__name__, exc_info=error)
-        exchange = self.exchanges.pop(flow, None)  # later hooks leave this flow alone
+        call = self.calls.pop(flow, None)  # later hooks leave this flow alone
         if hook.__name__ in ("http_connect", "requestheaders"):
             consequence = "nothing was sent to Oracle"
         elif hook.__name__ == "request":
-            routed = exchange is not None and exchange.route is not None
+            routed = call is not None and call.route is not None
             consequence = "Oracle may have received it" if routed else "nothing was sent to Oracle"
         else:
             consequence = "Oracle's answer is lost"
@@ -196,468 +125,297 @@ def fail_closed(hook: Hook) -> Hook:
 
 class GoModel:
     def __init__(self) -> None:
-        self.settings = Settings()
-        self.discovered: dict[str, tuple[str, ...]] = {}
-        self.inventory = build_inventory((), {}, int(time.time()))
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.transport = Transport(self.upstream_ssl_context)
-        self.relay = StreamRelay()
-        self.metrics = Metrics()
-        self.discovery: Discovery | None = None
-        self.config_watch: asyncio.Task[None] | None = None
-        self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
-            weakref.WeakKeyDictionary()
-        )
-        self.ssl_context: ssl.SSLContext | None = None
-        self.is_running = False
-        self.exposure = Exposure(False, "not configured yet")
-        self.via_token = new_via_token()
-
-    def load(self, loader: Any) -> None:
-        declare_options(loader)
-        bound_request_heads()
-
-    # -- configuration -------------------------------------------------------------------------
-
-    @property
-    def config(self) -> GatewayConfig:
-        return self.settings.config
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return self.settings.hosts
-
-    def configure(self, updated: set[str]) -> None:
-        if updated & UPSTREAM_TLS_OPTIONS:
-            self.ssl_context = None
-        if not updated & OPTION_NAMES:
-            if updated & LISTEN_OPTIONS:
-                self.update_exposure()
-            return
-        try:
-            settings = read_settings()
-            if self.is_running:
-                check_reload(self.config, settings.config)
-        except ConfigError as e:
-            if self.is_running:  # mitmproxy rejects the change and keeps the current state
-                raise exceptions.OptionsError(f"gomodel: {e}") from None
-            # At startup an error log line makes mitmproxy exit 1, with this message alone
-            # instead of the traceback an exception from a script's configure() prints.
-            logger.error("gomodel: %s", e)
-            return
-        self.apply(settings)
-
-    def apply(self, settings: Settings) -> None:
-        """Replace all configuration-derived state; requests in flight keep what they hold."""
-        path_changed = settings.config_path != self.settings.config_path
-        self.stop_discovery()
-        self.settings, self.discovered = settings, {}
-        names = tuple(p.name for p in settings.config.providers)
-        self.breakers = breakers_for(names, settings.config.failover, self.breakers)
-        self.transport.configure(settings.config.retries, settings.config.failover, self.breakers)
-        self.rebuild_inventory()
-        self.log_configuration()
-        self.update_exposure()
-        if self.is_running:
-            self.start_discovery()
-            if path_changed:
-                self.start_config_watch()
-
-    def reload_config_file(self) -> None:
-        try:
-            settings = read_settings(reload=True)
-            check_reload(self.config, settings.config)
-        except ConfigError as e:
-            logger.error(
-                "gomodel: configuration not reloaded, the previous one keeps serving: %s", e
-            )
-            return
-        logger.info("gomodel: %s changed, configuration reloaded", settings.config_path)
-        self.apply(settings)
-
-    def start_config_watch(self) -> None:
-        if self.config_watch:
-            self.config_watch.cancel()
-        self.config_watch = asyncio.get_running_loop().create_task(
-            watch_file(self.settings.config_path, self.reload_config_file),
-            name="gomodel config watch",
-        )
-
-    def log_configuration(self) -> None:
-        config = self.config
-        if config.source:
-            logger.info("gomodel: configuration from %s", config.source)
-        for warning in config.warnings:
-            logger.warning("gomodel: %s", warning)
-        for provider in config.providers:
-            logger.info(
-                "gomodel: provider %s: host %s, %d models configured, models_mode %s",
-                provider.name,
-                provider.host,
-                len(provider.models),
-                provider.models_mode,
-            )
-        if not config.providers:
-            logger.warning(
-                "gomodel: no Oracle provider is configured: set ORACLE_BASE_URL, ORACLE_API_KEY "
-                "and ORACLE_MODELS, or add providers to config.yaml"
-            )
-        logger.info(
-            "gomodel: serving %s and requests sent straight to the proxy port",
-            ", ".join(self.hosts) or "no hostnames",
-        )
-
-    def update_exposure(self) -> None:
-        """Decide again whether other traffic may pass through (settings or listen addresses
-        changed); say so when the answer changes."""
-        options = ctx.options
-        exposure = decide_exposure(
-            self.settings.passthrough,
-            bool(self.config.master_keys),
-            listen_hosts(options.listen_host, options.mode),
-        )
-        if exposure != self.exposure:
-            logger.info("gomodel: %s", exposure.describe())
-        self.exposure = exposure
-
-    def rebuild_inventory(self) -> None:
-        self.inventory = build_inventory(
-            self.config.providers, self.discovered, self.inventory.created
-        )
-
-    async def running(self) -> None:
-        # Gateway hostnames don't resolve: mitmproxy must not connect before the rewrite.
-        if ctx.options.connection_strategy != "lazy":
-            ctx.options.update(connection_strategy="lazy")
-            logger.info("gomodel: set connection_strategy=lazy so gateway hostnames need no DNS")
-        unknown = sorted(name for name in ctx.options.deferred if name.startswith("gomodel_"))
-        if unknown:
-            logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
-        if not self.config.master_keys and not is_loopback(ctx.options.listen_host):
-            logger.warning(
-                "gomodel: listening on %s without a master key: anyone who can reach this port "
-                "can use your Oracle key; set GOMODEL_MASTER_KEY",
-                ctx.options.listen_host or "all interfaces",
-            )
-        self.is_running = True
-        await self.relay.start()
-        self.start_discovery()
-        self.start_config_watch()
-
-    async def done(self) -> None:
-        self.stop_discovery()
-        if self.config_watch:
-            self.config_watch.cancel()
-            self.config_watch = None
-        self.is_running = False
-        await self.relay.stop()
-        await self.transport.close()
-
-    def start_discovery(self) -> None:
-        self.discovery = Discovery(self.config.providers, self.fetch_models, self.on_discovered)
-        self.discovery.start()
-
-    def stop_discovery(self) -> None:
-        if self.discovery:
-            self.discovery.stop()
-            self.discovery = None
-
-    def fetch_models(self, provider: Provider) -> tuple[str, ...]:
-        """Blocking (run in a thread): Oracle's /models, or the OCI control plane's listing."""
-        if provider.discovery == "oci":
-            options = ctx.options
-            return fetch_oci_models(
-                provider, options.ssl_verify_upstream_trusted_ca, not options.ssl_insecure
-            )
-        return fetch_models(provider, self.upstream_ssl_context())
-
-    def on_discovered(self, provider_name: str, models: tuple[str, ...]) -> None:
-        self.discovered[provider_name] = models
-        self.rebuild_inventory()
-
-    def upstream_ssl_context(self) -> ssl.SSLContext:
-        """TLS settings for the gateway's own calls, matching mitmproxy's upstream options."""
-        if self.ssl_context is None:
-            options = ctx.options
-            context = ssl.create_default_context(
-                cafile=options.ssl_verify_upstream_trusted_ca or certifi.where(),
-                capath=options.ssl_verify_upstream_trusted_confdir or None,
-            )
-            if options.ssl_insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self.ssl_context = context
-        return self.ssl_context
+        self.runtime = Runtime()
+        self.addons = [self.runtime]
+        self.calls: weakref.WeakKeyDictionary[http.HTTPFlow, Call] = weakref.WeakKeyDictionary()
 
     # -- requests ------------------------------------------------------------------------------
 
     @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT elsewhere is refused while pass-through is closed, before any tunnel."""
-        if self.exposure.open or self.is_for_gateway(flow):
+        if self.runtime.exposure.open or self.is_for_gateway(flow):
             return
-        exchange = self.start(flow, f"CONNECT {flow.request.host}:{flow.request.port}")
         target = f"{flow.request.host}:{flow.request.port}"
-        self.refuse(flow, exchange, passthrough_refused(target))
+        self.refuse(flow, self.start(flow), passthrough_refused(target))
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response:
             return
-        request = flow.request
-        if is_looping(request.headers.get_all("via"), self.via_token):
-            self.refuse_unread(flow, self.start(flow, request.pretty_url), loop_detected())
+        request, runtime = flow.request, self.runtime
+        if is_looping(request.headers.get_all("via"), runtime.via_token):
+            self.refuse_unread(flow, self.start(flow), loop_detected())
             return
-        if not self.is_for_gateway(flow):
-            if self.exposure.open and self.connection_refusal((request.host, request.port)):
-                self.refuse_unread(flow, self.start(flow, request.pretty_url), loop_detected())
-                return
-            if self.exposure.open:  # marked, so that a request coming back to us is a loop
-                request.headers.add("via", f"1.1 {self.via_token}")
-                return
-            exchange = self.start(flow, request.pretty_url)
-            self.refuse_unread(flow, exchange, passthrough_refused(request.pretty_url))
+        replay = restore_replay(flow)
+        if not replay and not self.is_for_gateway(flow):
+            if not runtime.exposure.open:
+                self.refuse_unread(flow, self.start(flow), passthrough_refused(request.pretty_url))
+            elif self.connection_refusal((request.host, request.port)):
+                self.refuse_unread(flow, self.start(flow), loop_detected())
+            else:  # marked, so that a request coming back to this proxy is a loop
+                request.headers.add("via", f"1.1 {runtime.via_token}")
             return
         # Buffer the body: routing needs it, and nothing may stream to the original host.
         request.stream = False
         authorization = request.headers.get("authorization")  # before start() redacts it
-        exchange = self.start(flow, request.path)
+        call = self.start(flow)
         try:
-            if self.answer_preflight(flow, exchange):
+            if self.answer_preflight(flow, call):
                 return
-            exchange.request = self.admit(exchange, request, authorization)
+            call.request = self.admit(call, request, authorization, replay)
         except GatewayError as e:
-            self.refuse_unread(flow, exchange, e)
+            self.refuse_unread(flow, call, e)
 
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         return is_gateway_request(
-            flow.request.host, flow.request.port, self.hosts, flow.client_conn.sockname
+            flow.request.host, flow.request.port, self.runtime.hosts, flow.client_conn.sockname
         )
 
-    def start(self, flow: http.HTTPFlow, client_path: str) -> Exchange:
+    def start(self, flow: http.HTTPFlow) -> Call:
         """A request the gateway answers (served or refused): its credentials, once read, are
         never forwarded, nor kept for mitmweb or flow files."""
+        request = flow.request
         for name in CLIENT_CREDENTIAL_HEADERS:
-            if name in flow.request.headers:
-                flow.request.headers[name] = REDACTED
-        exchange = self.exchanges[flow] = Exchange(
-            started=time.monotonic(), client_path=client_path[:MAX_LOGGED_PATH]
+            if name in request.headers:
+                request.headers[name] = REDACTED
+        call = self.calls[flow] = Call(
+            method=request.method,
+            client_url=request.pretty_url[:MAX_LOGGED_URL],
+            client_path=request.path[:MAX_LOGGED_URL],
+            started=time.monotonic(),
+            kept_limit=self.runtime.settings.stream_body_size,
         )
-        return exchange
+        return call
 
-    def answer_preflight(self, flow: http.HTTPFlow, exchange: Exchange) -> bool:
+    def answer_preflight(self, flow: http.HTTPFlow, call: Call) -> bool:
         """Browsers: only allowed origins may call; their CORS preflights are answered here.
         True when the request was answered."""
         origin = flow.request.headers.get("origin")
         if origin is None:
             return False
-        if not origin_allowed(origin, self.settings.allowed_origins):
+        if not origin_allowed(origin, self.runtime.settings.allowed_origins):
             raise origin_refused(origin)
-        exchange.origin = origin
+        call.origin = origin
         preflight = flow.request.method == "OPTIONS" and (
             "access-control-request-method" in flow.request.headers
         )
         if preflight:
-            flow.response = http.Response.make(
-                204, b"", preflight_headers(origin, flow.request.headers)
-            )
-            self.finish(flow, exchange)
+            headers = preflight_headers(origin, flow.request.headers)
+            flow.response = http.Response.make(204, b"", headers)
+            self.finish(flow, call)
         return preflight
 
     def admit(
-        self, exchange: Exchange, request: http.Request, authorization: str | None
+        self, call: Call, request: http.Request, authorization: str | None, replay: bool
     ) -> Request:
-        """What the headers alone decide: the endpoint, the key, the declared body."""
-        keys = self.config.master_keys
+        """What the headers alone decide: the endpoint, the key, the declared body. A replay is
+        the operator's own (mitmweb, mitmdump -C) and needs no key."""
+        keys = () if replay else self.runtime.config.master_keys
         try:
             classified = classify(request.method, request.path)
         except GatewayError:
             check_client_key(authorization, keys)  # a stranger learns nothing about paths
             raise
-        exchange.authenticated = is_client_key(authorization, keys)
+        call.authenticated = is_client_key(authorization, keys)
         if classified.endpoint is not Endpoint.HEALTH:
             check_client_key(authorization, keys)
         check_declared_body(
             request.headers.get("content-length"),
             request.headers.get("content-encoding"),
-            self.settings.max_body_size,
+            self.runtime.settings.max_body_size,
         )
         return classified
 
-    def refuse_unread(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+    def refuse_unread(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
         """Refuse a request from its headers without reading its body (see relay.py): the
         body is dropped as it arrives and the connection closed after the answer. (Before the
         relay runs, as in unit tests, the body is read first.)"""
-        if not (may_have_body(flow.request) and self.relay.port):
-            self.refuse(flow, exchange, error)
+        if not (may_have_body(flow.request) and self.runtime.relay.port):
+            self.refuse(flow, call, error)
             return
-        exchange.refusal = error
+        call.refusal = error
         flow.request.stream = drop_body
-        self.point_at_relay(flow, exchange, REFUSAL_PATH)
+        self.point_at_relay(flow, call, REFUSAL_PATH)
 
-    def point_at_relay(self, flow: http.HTTPFlow, exchange: Exchange, path: str) -> None:
+    def point_at_relay(self, flow: http.HTTPFlow, call: Call, path: str) -> None:
         """mitmproxy fetches this flow's answer from the relay: no client header goes there (no
-        body, no 100 Continue, nothing its parser could refuse) and no body bytes."""
-        request = flow.request
-        exchange.sent = SentRequest.of(request)
-        request.scheme, request.host, request.port = "http", "127.0.0.1", self.relay.port
-        request.path = path
-        request.headers = http.Headers(host=f"127.0.0.1:{self.relay.port}")
+        body, no 100 Continue, nothing its parser could refuse), no body bytes, and never
+        through an upstream proxy (the relay is on this machine)."""
+        request, port = flow.request, self.runtime.relay.port
+        call.sent = SentRequest(
+            request.scheme,
+            request.host,
+            request.port,
+            request.path,
+            tuple(request.headers.fields),
+            request.raw_content,
+        )
+        request.scheme, request.host, request.port, request.path = "http", "127.0.0.1", port, path
+        request.headers = http.Headers(host=f"127.0.0.1:{port}")
         if request.raw_content:
             request.raw_content = b""
-
-    def put_back(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
-        if exchange.sent:
-            exchange.sent.put_back(flow.request)
-            exchange.sent = None
+        if flow.server_conn.via:
+            flow.server_conn = connection.Server(address=None)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.request is None or flow.response:
+        call = self.calls.get(flow)
+        if call is None or call.request is None or flow.response:
             return
-        request, inventory = exchange.request, self.inventory
+        runtime = self.runtime
         try:
-            if request.endpoint not in UPSTREAM_ENDPOINTS:
-                self.answer_locally(flow, exchange, request)
+            if call.request.endpoint not in UPSTREAM_ENDPOINTS:
+                self.answer_locally(flow, call, call.request)
                 return
             content = flow.request.raw_content or b""
-            check_body_size(len(content), self.settings.max_body_size)
-            planned = route(inventory, request, content, self.settings.stream_usage)
-        except GatewayError as e:
-            self.refuse(flow, exchange, e)
-            return
-        client_headers = list(flow.request.headers.items(multi=True))
-        try:
-            check_forwarded_headers(client_headers)
-        except GatewayError as e:
-            self.refuse(flow, exchange, e)
-            return
-        exchange.route = planned
-        flow.metadata["gomodel"] = {
-            "requested_model": planned.requested_model,
-            "upstream_model": planned.target.upstream_model,
-            "candidates": [t.provider.name for t in planned.candidates],
-            "endpoint": planned.endpoint.value,
-            "stream": planned.stream,
-        }
-        if planned.stream:
-            await self.relay.start()
-            exchange.job = StreamJob(planned, client_headers, self.transport)
-            try:
-                exchange.relay_path = self.relay.register(exchange.job)
-            except GatewayError as e:
-                self.refuse(flow, exchange, e)
+            check_body_size(len(content), runtime.settings.max_body_size)
+            call.client_headers = list(flow.request.headers.items(multi=True))
+            check_forwarded_headers(call.client_headers)
+            planned = route(runtime.inventory, call.request, content, runtime.settings.stream_usage)
+            call.route = planned
+            flow.metadata["gomodel"] = {
+                "client_url": call.client_url,
+                "method": call.method,
+                "requested_model": planned.requested_model,
+                "upstream_model": planned.target.upstream_model,
+                "candidates": [t.provider.name for t in planned.candidates],
+                "endpoint": planned.endpoint.value,
+                "stream": planned.stream,
+            }
+            if planned.stream:
+                call.relay_path = runtime.relay.register(call)
+                self.point_at_relay(flow, call, call.relay_path)
                 return
-            self.point_at_relay(flow, exchange, exchange.relay_path)
-            return
-        try:
-            reply = exchange.reply = await self.transport.send(planned, client_headers)
+            reply = await runtime.transport.send(planned, call.client_headers, call.attempts)
         except GatewayError as e:
-            self.refuse(flow, exchange, e)
+            self.refuse(flow, call, e)
             return
+        call.answered(reply.target, reply.status, reply.request_id)
+        call.response_body = reply.body
         flow.response = http.Response.make(reply.status, reply.body, wire_headers(reply.headers))
-        exchange.first_byte = time.monotonic()
+        call.first_byte = time.monotonic()
         if 200 <= reply.status < 300:
             document = parse_json(reply.body)
-            exchange.tokens = usage_tokens(document.get("usage") if document else None)
+            call.tokens = usage_tokens(document.get("usage") if document else None)
             if starved(document):
                 flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
-                exchange.starved = True
-        self.finish(flow, exchange)
+                call.starved = True
+        self.show_upstream(flow, call)
+        self.finish(flow, call)
 
-    def answer_locally(self, flow: http.HTTPFlow, exchange: Exchange, request: Request) -> None:
+    def answer_locally(self, flow: http.HTTPFlow, call: Call, request: Request) -> None:
+        runtime = self.runtime
         if request.endpoint is Endpoint.METRICS:
-            self.metrics.set_state(
-                {name: len(models) for name, models in self.inventory.models.items()},
-                self.breaker_states(),
+            runtime.metrics.set_state(
+                {name: len(models) for name, models in runtime.inventory.models.items()},
+                runtime.breaker_states(),
             )
-            headers = {"content-type": self.metrics.content_type}
-            flow.response = http.Response.make(200, self.metrics.exposition(), headers)
+            headers = {"content-type": runtime.metrics.content_type}
+            flow.response = http.Response.make(200, runtime.metrics.exposition(), headers)
         else:
             body = local.answer(
-                self.inventory,
+                runtime.inventory,
                 request,
-                self.hosts,
-                self.breaker_states(),
-                detailed=exchange.authenticated,
+                runtime.hosts,
+                runtime.breaker_states(),
+                detailed=call.authenticated,
             )
             flow.response = http.Response.make(200, body, JSON_HEADERS)
-        self.finish(flow, exchange)
+        self.finish(flow, call)
 
-    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+    def refuse(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
         flow.response = http.Response.make(error.status, error.body(), error.response_headers())
-        exchange.error = error.code
-        self.finish(flow, exchange)
+        call.error = error.code
+        self.finish(flow, call)
 
     # -- responses -----------------------------------------------------------------------------
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        exchange = self.exchanges.get(flow)
-        if exchange is None or flow.response is None:
+        call = self.calls.get(flow)
+        if call is None or flow.response is None:
             return
-        if exchange.origin:
-            flow.response.headers.update(cors_headers(exchange.origin))
-        if exchange.job is None:
+        if call.origin:
+            flow.response.headers.update(cors_headers(call.origin))
+        if call.relay_path is None:
             return
-        self.put_back(flow, exchange)  # the request has gone to the relay
-        # The relay's own headers (Server, Date) are not for clients.
+        # The relay answered: the request has gone, and the relay's own headers are not for
+        # clients. Streams pass through as they come (the relay watches, filters and keeps
+        # them).
         for name in list(flow.response.headers):
             if not (is_returned(name) or name.lower() in FRAMING):
                 del flow.response.headers[name]
-        exchange.first_byte = time.monotonic()
-        content_type = flow.response.headers.get("content-type", "")
-        if 200 <= flow.response.status_code < 300 and content_type.startswith("text/event-stream"):
-            summary = exchange.stream = StreamSummary()
-            flow.response.stream = self.stream_through(flow, exchange, summary)
-
-    def stream_through(
-        self, flow: http.HTTPFlow, exchange: Exchange, summary: StreamSummary
-    ) -> Callable[[bytes], bytes]:
-        hide_usage = UsageChunkFilter() if exchange.route and exchange.route.usage_added else None
-
-        def forward(chunk: bytes) -> bytes:
-            try:
-                if chunk:
-                    summary.feed(chunk)
-                else:  # mitmproxy's end-of-stream call
-                    self.finish(flow, exchange)
-            except Exception:
-                logger.exception("gomodel: failed to inspect a stream chunk")
-            return hide_usage.feed(chunk) if hide_usage else chunk
-
-        return forward
+        call.first_byte = time.monotonic()
+        self.show_upstream(flow, call)
+        if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            flow.response.stream = True
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        exchange = self.exchanges.get(flow)
-        if exchange is None or flow.response is None:
+        call = self.calls.get(flow)
+        if call is None or flow.response is None or call.finished:
             return
-        if exchange.refusal:
-            self.answer_refusal(flow, exchange, exchange.refusal)
-        elif exchange.job and not flow.response.stream:  # a stream Oracle answered with an error
-            self.finish(flow, exchange)
+        if call.refusal:
+            self.answer_refusal(flow, call, call.refusal)
+            return
+        if call.kept:  # the stream as the client got it, for mitmweb and flow files
+            flow.response.content = call.kept.content()
+        self.finish(flow, call)
 
-    def answer_refusal(self, flow: http.HTTPFlow, exchange: Exchange, error: GatewayError) -> None:
+    def answer_refusal(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
         """The relay ended a refused request: show it as the client sent it, and answer it."""
-        self.put_back(flow, exchange)
-        self.refuse(flow, exchange, error)
-        if exchange.origin:
-            flow.response.headers.update(cors_headers(exchange.origin))
+        self.put_back(flow, call)
+        self.refuse(flow, call, error)
+        if call.origin:
+            flow.response.headers.update(cors_headers(call.origin))
         if flow.request.http_version.startswith("HTTP/1"):
             flow.response.headers["connection"] = "close"
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        exchange = self.exchanges.get(flow)
-        if exchange is None or exchange.finished:
+        call = self.calls.get(flow)
+        if call is None or call.finished:
             return
-        if exchange.relay_path:  # the client left before mitmproxy fetched its stream
-            self.relay.discard(exchange.relay_path)
-        self.put_back(flow, exchange)
-        exchange.error = "client_gone" if flow.error else "ended_early"
-        self.finish(flow, exchange, f"ended early: {flow.error.msg if flow.error else '-'}")
+        if call.relay_path:  # the client left before mitmproxy fetched its stream
+            self.runtime.relay.discard(call.relay_path)
+        self.show_upstream(flow, call)
+        if call.kept and flow.response:
+            flow.response.content = call.kept.content()
+        call.error = "client_gone" if flow.error else "ended_early"
+        self.finish(flow, call, f"ended early: {flow.error.msg if flow.error else '-'}")
+
+    def put_back(self, flow: http.HTTPFlow, call: Call) -> None:
+        """The flow shows the request as the client sent it (it went nowhere but the relay)."""
+        if sent := call.sent:
+            request = flow.request
+            request.scheme, request.host, request.port = sent.scheme, sent.host, sent.port
+            request.path, request.headers = sent.path, http.Headers(sent.header_fields)
+            if sent.content is not None:
+                request.raw_content = sent.content
+            call.sent = None
+
+    def show_upstream(self, flow: http.HTTPFlow, call: Call) -> None:
+        """The flow shows the request as it went to Oracle: the answering provider's URL, the
+        body it got, the headers sent (the key redacted). The client's own URL and model are in
+        the comment and in flow.metadata["gomodel"]. A new Request object: mitmproxy keeps
+        reading the client's (its Connection header, for one), which is put back as it was."""
+        self.put_back(flow, call)
+        target, planned = call.answered_by, call.route
+        if target is None or planned is None:
+            return
+        provider, client = target.provider, flow.request
+        shown = http.Request.make(
+            client.method,
+            upstream_url(provider, planned.endpoint.value, planned.query),
+            planned.bodies[provider.name],
+            wire_headers(shown_headers(call.client_headers, provider)),
+        )
+        shown.http_version = client.http_version
+        shown.timestamp_start, shown.timestamp_end = client.timestamp_start, client.timestamp_end
+        flow.request = shown
+
+    # -- connections ---------------------------------------------------------------------------
 
     def client_disconnected(self, client: connection.Client) -> None:
         if close_leftover_socket(ctx.master.addons.get("proxyserver"), client):
@@ -679,100 +437,55 @@ class GoModel:
     def connection_refusal(self, address: tuple[str, int] | None) -> str | None:
         if address is None:
             return None
-        host, port = address[0], address[1]
-        if self.relay.port and (host, port) == ("127.0.0.1", self.relay.port):
+        host, port, runtime = address[0], address[1], self.runtime
+        if runtime.relay.port and (host, port) == ("127.0.0.1", runtime.relay.port):
             return None
-        if not self.exposure.open:
+        if not runtime.exposure.open:
             return "gomodel: pass-through is closed; this proxy connects only for the gateway"
         proxyserver = ctx.master.addons.get("proxyserver")
         if is_listen_address(host, port, proxyserver.listen_addrs() if proxyserver else ()):
             return "gomodel: the destination is this proxy itself (a loop)"
         return None
 
-    def breaker_states(self) -> dict[str, dict[str, object]]:
-        now = time.monotonic()
-        return {name: breaker.snapshot(now) for name, breaker in self.breakers.items()}
+    # -- the record ----------------------------------------------------------------------------
 
-    def finish(self, flow: http.HTTPFlow, exchange: Exchange, *notes: str) -> None:
+    def finish(self, flow: http.HTTPFlow, call: Call, *notes: str) -> None:
         """Once per gateway request: the access log line, the metrics, mitmweb's comment."""
-        if exchange.finished:
+        if call.finished:
             return
-        exchange.finished = True
-        now = time.monotonic()
-        status = flow.response.status_code if flow.response else 0
-        record = AccessRecord(
-            method=flow.request.method,
-            path=exchange.client_path,
-            status=status,
-            seconds=now - exchange.started,
-            endpoint=exchange.request.endpoint.value if exchange.request else "",
-            error=exchange.error,
-            notes=list(notes),
-            first_byte_seconds=(
-                exchange.first_byte - exchange.started if exchange.first_byte else None
-            ),
-        )
-        if exchange.route is None:  # answered or refused by the gateway itself
-            self.metrics.record_local(record.endpoint or "unknown", status, exchange.error)
-            self.write_access(flow, exchange, record)
-            return
-        if exchange.stream:
-            exchange.tokens = exchange.stream.tokens()
-            exchange.starved = exchange.stream.starved
-        reply = exchange.final_reply
-        target = reply.target if reply else exchange.route.target
-        attempts = reply.attempts if reply else []
-        record.provider, record.model = target.provider.name, target.upstream_model
-        record.stream = exchange.route.stream
-        record.tokens_in, record.tokens_out = exchange.tokens
-        record.request_id = reply.request_id if reply else None
-        record.attempts = [f"{a.provider} {a.outcome}" for a in attempts]
-        if changes := exchange.route.adjustments.get(target.provider.name):
-            record.notes.append("adjusted: " + ", ".join(changes))
-        if exchange.stream and exchange.stream.error:
-            record.notes.append(f"stream carried an error: {exchange.stream.error}")
-        broken = bool(exchange.job and exchange.job.broken)
-        if broken:
-            record.notes.append(f"stream broken: {exchange.job.broken}")
-        if exchange.starved:
-            record.notes.append("starved: " + STARVED_WARNING)
-        flow.metadata["gomodel"]["provider"] = target.provider.name
-        self.metrics.record_call(
-            target.provider.name,
-            target.upstream_model,
-            exchange.route.endpoint.value,
-            status,
-            exchange.route.stream,
-            record.seconds,
-            record.first_byte_seconds,
-            exchange.tokens,
-            attempts,
-            broken,
-        )
-        if self.settings.log_bodies:
-            record.request_body = clip(exchange.route.body)
-            if reply and not reply.stream:
-                record.response_body = clip(reply.body)
-        self.write_access(flow, exchange, record, warning=broken or exchange.starved)
-
-    def write_access(
-        self, flow: http.HTTPFlow, exchange: Exchange, record: AccessRecord, warning: bool = False
-    ) -> None:
-        flow.comment = record.summary()
-        if record.status >= 400 or record.error or warning:
-            flow.marked = ":red_circle:" if record.status >= 400 or record.error else ":warning:"
-        self.settings.access_log.write(record, warning)
+        call.finished = True
+        call.notes.extend(notes)
+        if flow.response:
+            call.status = flow.response.status_code
+        entry = record(call, time.monotonic(), self.runtime.settings.log_bodies)
+        if (metadata := flow.metadata.get("gomodel")) and entry.provider != "gateway":
+            metadata.update(provider=entry.provider, attempts=entry.attempts)
+        flow.comment = entry.comment()
+        if entry.status >= 400 or entry.error:
+            flow.marked = ":red_circle:"
+        elif entry.warning:
+            flow.marked = ":warning:"
+        self.runtime.metrics.record(entry, call.attempts)
+        self.runtime.settings.access_log.write(entry)
 
 
-def listen_hosts(listen_host: str, modes: Sequence[str]) -> list[str]:
-    """The addresses mitmproxy listens on ("" for every interface), from its options."""
-    hosts = []
-    for spec in modes:
-        try:
-            hosts.append(mode_specs.ProxyMode.parse(spec).listen_host(listen_host))
-        except ValueError:
-            hosts.append("")  # unknown: assume exposed
-    return hosts
+def restore_replay(flow: http.HTTPFlow) -> bool:
+    """Turn a replayed gateway call (mitmweb's replay button, mitmdump -C) back into the
+    client's request, to go through the gateway again (routing, retries, the record); True when
+    the flow is one."""
+    metadata = flow.metadata.get("gomodel")
+    if flow.is_replay != "request" or not isinstance(metadata, dict):
+        return False
+    client_url, model = metadata.get("client_url"), metadata.get("requested_model")
+    if not isinstance(client_url, str) or not isinstance(model, str):
+        return False
+    request = flow.request
+    request.url = client_url
+    request.headers.pop("authorization", None)
+    document = parse_json(request.raw_content or b"")
+    if document is not None and document.get("model") != model:
+        request.content = json.dumps({**document, "model": model}, ensure_ascii=False).encode()
+    return True
 
 
 def may_have_body(request: http.Request) -> bool:

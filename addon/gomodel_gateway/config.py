@@ -337,7 +337,7 @@ def _build_provider(
     region = None
     if region_field := fields.get("region"):
         region = _region(region_field, name, warnings)
-    if base_field := fields.get("base_url"):
+    if (base_field := fields.get("base_url")) and _text(base_field):  # may expand to ""
         base_url = validate_base_url(base_field.value, base_field.origin)
         region = region or region_of(base_url)
     else:
@@ -644,12 +644,12 @@ def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, 
     return tuple(dict.fromkeys(keys))
 
 
-def parse_size(value: str) -> int:
+def parse_size(value: str, allow_zero: bool = False) -> int:
     """A byte count such as 10485760, 512KiB, 10MiB or 10MB; ValueError when malformed."""
     match = SIZE.match(value.lower())
     if not match or match.group(2) not in SIZE_UNITS:
         raise ValueError(f"{value!r} is not a size (e.g. 10MiB, 512KiB, 1048576)")
     size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
-    if size <= 0:
+    if size < 0 or (size == 0 and not allow_zero):
         raise ValueError(f"{value!r} must be more than 0 bytes")
     return size

@@ -7,14 +7,14 @@ redirect is a failure too (`RedirectRefused`): following it would send the key a
 
 import asyncio
 import logging
-import ssl
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import aiohttp
 
 from . import safejson
 from .config import Provider, is_model_id
-from .redirects import direct_opener, is_redirect, refused
+from .redirects import is_redirect, refused
+from .transport import Transport, describe
 
 logger = logging.getLogger(__name__)
 
@@ -47,31 +47,29 @@ def parse_models_response(body: bytes) -> tuple[str, ...]:
     return tuple(models)
 
 
-def fetch_models(
-    provider: Provider, ssl_context: ssl.SSLContext, timeout: float = DISCOVERY_TIMEOUT_SECONDS
+async def fetch_models(
+    transport: Transport, provider: Provider, timeout: float = DISCOVERY_TIMEOUT_SECONDS
 ) -> tuple[str, ...]:
-    """Blocking GET {base_url}/models with the provider key; DiscoveryError on any failure."""
-    request = urllib.request.Request(
-        f"{provider.base_url}/models",
-        headers={"Authorization": f"Bearer {provider.api_key}", "Accept": "application/json"},
-    )
+    """GET {base_url}/models with the provider key, on the gateway's own HTTP client (its TLS
+    settings, its upstream proxy, the key set where every call's is); DiscoveryError on any
+    failure."""
+    url = f"{provider.base_url}/models"
     try:
-        with direct_opener(ssl_context).open(request, timeout=timeout) as response:
-            body = response.read(MAX_MODELS_BODY + 1)
-    except urllib.error.HTTPError as e:
-        if is_redirect(e.code):
-            reason = refused(e.code, request.full_url, e.headers.get("location"))
-            raise RedirectRefused(f"GET /models {reason}") from e
-        raise DiscoveryError(f"GET /models answered {e.code}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DiscoveryError(f"GET /models failed: {reason}") from e
+        status, body, location = await transport.get(provider, "models", timeout, MAX_MODELS_BODY)
+    except TimeoutError as e:
+        raise DiscoveryError(f"GET /models failed: no answer within {timeout:g} s") from e
+    except (aiohttp.ClientError, OSError) as e:
+        raise DiscoveryError(f"GET /models failed: {describe(e)}") from e
+    if is_redirect(status):
+        raise RedirectRefused(f"GET /models {refused(status, url, location)}")
+    if status != 200:
+        raise DiscoveryError(f"GET /models answered {status}")
     if len(body) > MAX_MODELS_BODY:
         raise DiscoveryError("the /models answer is too large")
     return parse_models_response(body)
 
 
-Fetcher = Callable[[Provider], tuple[str, ...]]
+Fetcher = Callable[[Provider], Awaitable[tuple[str, ...]]]
 OnUpdate = Callable[[str, tuple[str, ...]], None]
 
 
@@ -99,7 +97,7 @@ class Discovery:
     async def refresh(self, provider: Provider) -> bool:
         """One discovery call; True when it succeeded."""
         try:
-            models = await asyncio.to_thread(self.fetch, provider)
+            models = await self.fetch(provider)
         except DiscoveryError as e:
             # Oracle's usual 404 for API keys is no news; a refused redirect is a misconfiguration.
             noteworthy = provider.discovery == "oci" or isinstance(e, RedirectRefused)

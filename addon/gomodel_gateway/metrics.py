@@ -16,25 +16,11 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import generate_latest
 
-from .transport import Attempt
+from .accesslog import AccessRecord
+from .call import Attempt
 
 disable_created_metrics()  # *_created series only repeat the start time
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-
-def attempt_kind(outcome: str) -> str:
-    """An attempt's outcome as a bounded label: the status code, or what kind of failure."""
-    if outcome.isdigit():
-        return outcome
-    if "timeout" in outcome:
-        return "timeout"
-    if outcome.startswith("dropped"):
-        return "dropped"
-    return "connection"
-
-
-def is_failure(outcome: str) -> bool:
-    return not outcome.isdigit() or outcome == "429" or outcome.startswith("5")
 
 
 class Metrics:
@@ -105,44 +91,35 @@ class Metrics:
             registry=r,
         )
 
-    def record_call(
-        self,
-        provider: str,
-        model: str,
-        endpoint: str,
-        status: int,
-        stream: bool,
-        seconds: float,
-        first_byte: float | None,
-        tokens: tuple[int | None, int | None],
-        attempts: Sequence[Attempt],
-        broken: bool,
-    ) -> None:
-        kind = "true" if stream else "false"
-        self.requests.labels(provider, model, endpoint, str(status)).inc()
-        self.latency.labels(provider, endpoint, kind).observe(seconds)
-        if first_byte is not None:
-            self.first_byte.labels(provider, endpoint, kind).observe(first_byte)
-        for direction, count in zip(("input", "output"), tokens, strict=True):
+    def record(self, entry: AccessRecord, attempts: Sequence[Attempt]) -> None:
+        """One finished gateway request (see call.record)."""
+        if entry.provider == "gateway":  # answered or refused by the gateway itself
+            endpoint = entry.endpoint or "unknown"
+            self.requests.labels("gateway", "", endpoint, str(entry.status)).inc()
+            if entry.status >= 400:
+                self.rejected.labels(entry.error or "", str(entry.status)).inc()
+            return
+        provider, model, endpoint = entry.provider, entry.model, entry.endpoint
+        stream = "true" if entry.stream else "false"
+        self.requests.labels(provider, model, endpoint, str(entry.status)).inc()
+        self.latency.labels(provider, endpoint, stream).observe(entry.seconds)
+        if entry.first_byte_seconds is not None:
+            self.first_byte.labels(provider, endpoint, stream).observe(entry.first_byte_seconds)
+        for direction, count in (("input", entry.tokens_in), ("output", entry.tokens_out)):
             if count:
                 self.tokens.labels(provider, model, direction).inc(count)
         previous: Attempt | None = None
         for attempt in attempts:
-            if is_failure(attempt.outcome):
-                self.upstream_errors.labels(attempt.provider, attempt_kind(attempt.outcome)).inc()
+            if attempt.failed:
+                self.upstream_errors.labels(attempt.provider, attempt.label).inc()
             if previous is not None:
                 if previous.provider == attempt.provider:
                     self.retries.labels(attempt.provider).inc()
                 else:
                     self.failovers.labels(previous.provider, attempt.provider).inc()
             previous = attempt
-        if broken:
+        if entry.broken:
             self.broken_streams.labels(provider).inc()
-
-    def record_local(self, endpoint: str, status: int, code: str | None) -> None:
-        self.requests.labels("gateway", "", endpoint, str(status)).inc()
-        if status >= 400:
-            self.rejected.labels(code or "", str(status)).inc()
 
     def set_state(
         self, models: Mapping[str, int], circuits: Mapping[str, Mapping[str, object]]

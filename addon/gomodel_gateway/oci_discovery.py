@@ -62,9 +62,10 @@ def redirect_answer(error: BaseException) -> Any | None:
 
 
 def fetch_oci_models(
-    provider: Provider, ca_file: str | None, verify: bool = True
+    provider: Provider, ca_file: str | None, verify: bool = True, proxy: str | None = None
 ) -> tuple[str, ...]:
-    """Blocking: every page of the provider's compartment's chat models; DiscoveryError if not."""
+    """Blocking: every page of the provider's compartment's chat models; DiscoveryError if not.
+    `proxy`: mitmproxy's upstream proxy (with its credentials in the URL), for every request."""
     try:
         import oci  # optional, and only needed for discovery: oci
     except ImportError as e:
@@ -91,6 +92,8 @@ def fetch_oci_models(
         raise DiscoveryError(f"{config_file} [{provider.oci_profile}] is not usable: {e}") from e
     session = client.base_client.session
     session.trust_env = False  # HTTPS_PROXY may point at this very gateway
+    if proxy:
+        session.proxies = {"https": proxy, "http": proxy}
     session.verify = (ca_file or True) if verify else False
     # requests follows redirects, re-sending the request's signature (to the same host) or the
     # request itself (elsewhere); with none allowed, a 3xx raises TooManyRedirects instead.

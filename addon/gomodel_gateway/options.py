@@ -59,6 +59,13 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "get 413.",
     ),
     (
+        "gomodel_stream_body_size",
+        "1MiB",
+        "How much of each streamed answer the flow keeps for mitmweb and -w flow files (e.g. "
+        "1MiB, 0 for none); a longer stream is cut there, with a note. The client always gets "
+        "all of it.",
+    ),
+    (
         "gomodel_access_log_format",
         "text",
         "Access log lines (one per gateway request) as text or json.",
@@ -103,6 +110,7 @@ class Settings:
     stream_usage: bool = False
     passthrough: Passthrough = Passthrough.AUTO
     allowed_origins: frozenset[str] = frozenset()
+    stream_body_size: int = 1024 * 1024
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -112,10 +120,15 @@ def read_settings(reload: bool = False) -> Settings:
         hosts = parse_hosts(ctx.options.gomodel_hosts)
     except ValueError as e:
         raise ConfigError(f"option gomodel_hosts: {e}") from e
-    try:
-        max_body_size = parse_size(ctx.options.gomodel_max_body_size)
-    except ValueError as e:
-        raise ConfigError(f"option gomodel_max_body_size: {e}") from e
+    sizes = {}
+    for option, allow_zero in (
+        ("gomodel_max_body_size", False),
+        ("gomodel_stream_body_size", True),
+    ):
+        try:
+            sizes[option] = parse_size(getattr(ctx.options, option), allow_zero)
+        except ValueError as e:
+            raise ConfigError(f"option {option}: {e}") from e
     try:
         log_format = parse_format(ctx.options.gomodel_access_log_format)
         log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
@@ -133,10 +146,11 @@ def read_settings(reload: bool = False) -> Settings:
         hosts,
         config,
         path,
-        max_body_size,
+        sizes["gomodel_max_body_size"],
         access_log,
         log_bodies,
         stream_usage,
         passthrough,
         allowed_origins,
+        sizes["gomodel_stream_body_size"],
     )

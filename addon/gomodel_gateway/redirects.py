@@ -24,11 +24,13 @@ class NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def direct_opener(ssl_context: ssl.SSLContext) -> urllib.request.OpenerDirector:
+def direct_opener(
+    ssl_context: ssl.SSLContext, proxy: str | None = None
+) -> urllib.request.OpenerDirector:
     """A urllib opener for calls with the Oracle key: no redirects, and no proxy from the
-    environment (HTTPS_PROXY may point at this very gateway)."""
+    environment (HTTPS_PROXY may point at this very gateway), only the one named here."""
     return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
+        urllib.request.ProxyHandler({"https": proxy, "http": proxy} if proxy else {}),
         urllib.request.HTTPSHandler(context=ssl_context),
         NoRedirects(),
     )

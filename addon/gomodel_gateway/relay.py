@@ -20,16 +20,14 @@ mitmproxy closes the client's after the answer, so the rest of the body is never
 import asyncio
 import logging
 import secrets
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .call import Call
 from .errors import GatewayError
-from .routing import Endpoint, Route
+from .routing import Endpoint
 from .sse import error_event
-from .transport import Reply, StreamBroken, Transport
+from .transport import StreamBroken, Transport
 
 logger = logging.getLogger("gomodel")
 
@@ -39,18 +37,9 @@ UNCLAIMED_JOB_SECONDS = 30.0
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 
-@dataclass
-class StreamJob:
-    route: Route
-    client_headers: Sequence[tuple[str, str]]
-    transport: Transport
-    created: float = field(default_factory=time.monotonic)
-    reply: Reply | None = None  # set once Oracle answered, for the gateway's log
-    broken: str | None = None  # why the stream broke, if it did
-
-    @property
-    def size(self) -> int:
-        return sum(len(body) for body in self.route.bodies.values())
+def waiting_size(call: Call) -> int:
+    """The bytes a call waiting for the relay holds (its bodies, one per candidate provider)."""
+    return sum(len(body) for body in call.route.bodies.values()) if call.route else 0
 
 
 def relay_busy() -> GatewayError:
@@ -64,8 +53,9 @@ def relay_busy() -> GatewayError:
 
 
 class StreamRelay:
-    def __init__(self) -> None:
-        self.jobs: dict[str, StreamJob] = {}
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.jobs: dict[str, Call] = {}
         self.expiries: dict[str, asyncio.TimerHandle] = {}
         self.pending_bytes = 0
         self.runner: web.AppRunner | None = None
@@ -95,13 +85,15 @@ class StreamRelay:
             await self.runner.cleanup()
             self.runner = None
 
-    def register(self, job: StreamJob) -> str:
-        """The path mitmproxy must POST to for this job (usable once); 503 when too much waits."""
-        if self.pending_bytes + job.size > MAX_PENDING_BYTES:
+    def register(self, call: Call) -> str:
+        """The path mitmproxy must POST to for this call (usable once); 503 when too much
+        waits."""
+        size = waiting_size(call)
+        if self.pending_bytes + size > MAX_PENDING_BYTES:
             raise relay_busy()
         token = secrets.token_urlsafe(24)
-        self.jobs[token] = job
-        self.pending_bytes += job.size
+        self.jobs[token] = call
+        self.pending_bytes += size
         self.expiries[token] = asyncio.get_running_loop().call_later(
             UNCLAIMED_JOB_SECONDS, self._claim, token
         )
@@ -111,12 +103,12 @@ class StreamRelay:
         """Drop a job nobody will fetch (its client left)."""
         self._claim(path.removeprefix(PATH_PREFIX))
 
-    def _claim(self, token: str) -> StreamJob | None:
-        job = self.jobs.pop(token, None)
-        if job is not None:
-            self.pending_bytes -= job.size
+    def _claim(self, token: str) -> Call | None:
+        call = self.jobs.pop(token, None)
+        if call is not None:
+            self.pending_bytes -= waiting_size(call)
             self.expiries.pop(token).cancel()
-        return job
+        return call
 
     async def refuse(self, request: web.Request) -> web.Response:
         """The early refusals' end point: the gateway writes the real answer in its response
@@ -126,13 +118,15 @@ class StreamRelay:
         return response
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        job = self._claim(request.match_info["token"])
-        if job is None:
+        call = self._claim(request.match_info["token"])
+        if call is None or call.route is None:
             raise web.HTTPNotFound()
         try:
-            reply = job.reply = await job.transport.send(job.route, job.client_headers)
+            reply = await self.transport.send(call.route, call.client_headers, call.attempts)
         except GatewayError as e:
+            call.error = e.code
             return web.Response(status=e.status, body=e.body(), headers=e.response_headers())
+        call.answered(reply.target, reply.status, reply.request_id)
         if reply.stream is None:
             return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
@@ -140,10 +134,13 @@ class StreamRelay:
             await response.prepare(request)
             try:
                 async for chunk in reply.stream.chunks():
-                    await response.write(chunk)
+                    if out := call.pass_chunk(chunk):
+                        await response.write(out)
             except StreamBroken as broken:
-                job.broken = str(broken)
-                await response.write(self.broken_event(job, reply, broken))
+                call.broken = str(broken)
+                await response.write(self.broken_event(call, broken))
+            if tail := call.pass_chunk(b""):
+                await response.write(tail)
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError) as gone:
             # The client left; mitmproxy reports the flow's end.
@@ -155,16 +152,19 @@ class StreamRelay:
         return response
 
     @staticmethod
-    def broken_event(job: StreamJob, reply: Reply, broken: StreamBroken) -> bytes:
-        provider = reply.target.provider
+    def broken_event(call: Call, broken: StreamBroken) -> bytes:
+        provider = call.answered_by.provider if call.answered_by else None
+        name, host = (provider.name, provider.host) if provider else ("?", "?")
         logger.warning(
             "gomodel: stream from %s (%s) broke: %s; opc-request-id=%s",
-            provider.name,
-            provider.host,
+            name,
+            host,
             broken,
-            reply.request_id or "-",
+            call.request_id or "-",
         )
-        message = f"Oracle ({provider.name}, {provider.host}): {broken}. The stream is incomplete."
+        message = f"Oracle ({name}, {host}): {broken}. The stream is incomplete."
+        responses_api = call.route is not None and call.route.endpoint is Endpoint.RESPONSES
+        sequence = call.stream.next_sequence_number if call.stream else 0
         return error_event(
-            message, "stream_interrupted", responses_api=job.route.endpoint is Endpoint.RESPONSES
+            message, "stream_interrupted", responses_api=responses_api, sequence_number=sequence
         )

@@ -80,7 +80,13 @@ class StreamSummary:
     error: str | None = None
     text_seen: bool = False
     cut_short: bool = False  # the output budget ran out (finish_reason "length", incomplete)
+    last_sequence_number: int | None = None  # of the Responses API's events
     parser: SSEParser = field(default_factory=SSEParser)
+
+    @property
+    def next_sequence_number(self) -> int:
+        """What an event the gateway adds to a Responses stream is numbered."""
+        return 0 if self.last_sequence_number is None else self.last_sequence_number + 1
 
     @property
     def starved(self) -> bool:
@@ -110,6 +116,9 @@ class StreamSummary:
                     self.cut_short = True
         if payload.get("type") == "response.output_text.delta" and payload.get("delta"):
             self.text_seen = True
+        sequence = payload.get("sequence_number")
+        if isinstance(sequence, int) and not isinstance(sequence, bool):
+            self.last_sequence_number = sequence
         # chat: usage on the last chunk; responses: inside response.completed's "response".
         response = payload.get("response")
         if isinstance(response, dict) and response.get("status") == "incomplete":
@@ -139,11 +148,18 @@ def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
     )
 
 
-def error_event(message: str, code: str, *, responses_api: bool) -> bytes:
+def error_event(message: str, code: str, *, responses_api: bool, sequence_number: int = 0) -> bytes:
     """The event that ends a broken stream visibly: OpenAI's in-stream error shapes, which the
-    openai SDK raises (chat) or yields as an `error` event (responses)."""
+    openai SDK raises (chat) or yields as an `error` event (responses, numbered after the last
+    event the client got)."""
     if responses_api:
-        payload = {"type": "error", "code": code, "message": message, "param": None}
+        payload = {
+            "type": "error",
+            "code": code,
+            "message": message,
+            "param": None,
+            "sequence_number": sequence_number,
+        }
         return f"event: error\ndata: {json.dumps(payload)}\n\n".encode()
     error = {"message": message, "type": "api_error", "param": None, "code": code}
     return f"data: {json.dumps({'error': error})}\n\n".encode()

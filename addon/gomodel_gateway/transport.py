@@ -25,10 +25,14 @@ import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
+from .call import Attempt, AttemptKind
+from .config import Provider
 from .errors import GatewayError, from_oracle
 from .inventory import Target
 from .redirects import is_redirect, refused_by_oracle
@@ -52,20 +56,29 @@ logger = logging.getLogger("gomodel")
 asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-@dataclass
-class Attempt:
-    provider: str
-    address: str  # host:port
-    outcome: str  # a status code, or what went wrong
-    seconds: float
+@dataclass(frozen=True)
+class UpstreamProxy:
+    """An HTTP proxy every connection to Oracle goes through (mitmproxy's `--mode upstream:`),
+    with its credentials (mitmproxy's `upstream_auth`, user:password)."""
+
+    url: str
+    auth: tuple[str, str] | None = None
+
+    def url_with_auth(self) -> str:
+        """The URL with the credentials in it, as `requests` (the oci SDK) takes them."""
+        if not self.auth:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        user, password = (quote(part, safe="") for part in self.auth)
+        return f"{scheme}://{user}:{password}@{rest}"
 
 
 class AttemptFailed(Exception):
     """An attempt that produced no HTTP answer."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: AttemptKind, reason: str) -> None:
         super().__init__(reason)
-        self.kind = kind  # "connect" (nothing was sent), "timeout" or "dropped"
+        self.kind = kind
         self.reason = reason
 
 
@@ -89,7 +102,7 @@ async def read_chunk(response: aiohttp.ClientResponse, idle_timeout: float) -> b
     except TimeoutError as e:
         raise StreamBroken(f"no data from Oracle for {idle_timeout:g} s (idle timeout)") from e
     except (aiohttp.ClientError, OSError) as e:
-        raise StreamBroken(f"Oracle's connection dropped ({describe(e)})") from e
+        raise StreamBroken(f"the connection to Oracle dropped ({describe(e)})") from e
 
 
 async def read_body(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
@@ -127,7 +140,6 @@ class Reply:
     status: int
     headers: list[tuple[str, str]]
     target: Target
-    attempts: list[Attempt] = field(default_factory=list)
     body: bytes = b""  # the whole body, OpenAI-shaped for errors; empty for streams
     stream: UpstreamStream | None = None
     redirect_refused: bool = False  # Oracle answered 3xx: the 502 ends the call, like a 4xx
@@ -149,6 +161,10 @@ def describe(error: BaseException) -> str:
         return (os.strerror(code) if code else str(error.os_error)).lower()
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "server disconnected"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the answer ended before it was complete"
+    if isinstance(error, aiohttp.ClientError):  # aiohttp's own texts read like HTTP statuses
+        return type(error).__name__
     return str(error) or type(error).__name__
 
 
@@ -168,13 +184,26 @@ class Transport:
         self.retries = RetryPolicy()
         self.failover = FailoverPolicy()
         self.breakers: Mapping[str, CircuitBreaker] = {}
+        self.proxy: UpstreamProxy | None = None
         self.clock, self.wall_clock, self.jitter = clock, wall_clock, jitter
         self.session: aiohttp.ClientSession | None = None
 
     def configure(
-        self, retries: RetryPolicy, failover: FailoverPolicy, breakers: Mapping[str, CircuitBreaker]
+        self,
+        retries: RetryPolicy,
+        failover: FailoverPolicy,
+        breakers: Mapping[str, CircuitBreaker],
+        proxy: UpstreamProxy | None = None,
     ) -> None:
         self.retries, self.failover, self.breakers = retries, failover, breakers
+        self.proxy = proxy
+
+    def via_proxy(self) -> dict[str, Any]:
+        """aiohttp's arguments for mitmproxy's upstream proxy (`--mode upstream:URL`), if any."""
+        if self.proxy is None:
+            return {}
+        auth = aiohttp.BasicAuth(*self.proxy.auth) if self.proxy.auth else None
+        return {"proxy": self.proxy.url, "proxy_auth": auth}
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -194,10 +223,59 @@ class Transport:
             await self.session.close()
             self.session = None
 
-    async def send(self, route: Route, client_headers: Sequence[tuple[str, str]]) -> Reply:
-        """Oracle's answer (2xx, 4xx, or the last retryable error), or a GatewayError."""
+    async def get(
+        self, provider: Provider, path: str, timeout: float, limit: int
+    ) -> tuple[int, bytes, str | None]:
+        """GET {base_url}/{path} with the provider's key (model discovery): the status, the body
+        (at most `limit` + 1 bytes, so that a larger one shows), and a redirect's Location. No
+        redirect is followed. aiohttp's errors and TimeoutError are the caller's to report."""
+        async with asyncio.timeout(timeout):
+            response = await self.client().get(
+                f"{provider.base_url}/{path}",
+                headers=outgoing_headers([("Accept", "application/json")], provider),
+                ssl=self.ssl_context(),
+                allow_redirects=False,
+                **self.via_proxy(),
+            )
+            async with response:
+                body = await response.content.read(limit + 1)
+                return response.status, body, response.headers.get("location")
+
+    async def send(
+        self,
+        route: Route,
+        client_headers: Sequence[tuple[str, str]],
+        attempts: list[Attempt],
+    ) -> Reply:
+        """Oracle's answer (2xx, 4xx, or the last retryable error), or a GatewayError. Every
+        attempt is appended to `attempts` (the call's). A provider's circuit breaker hears one
+        verdict per call: its own retries must not open it."""
         candidates = list(route.candidates if self.failover.enabled else route.candidates[:1])
-        attempts: list[Attempt] = []
+        verdicts: dict[str, bool] = {}  # provider -> answered (2xx, 4xx, 429) in this call
+        try:
+            return await self._rounds(route, client_headers, attempts, candidates, verdicts)
+        except asyncio.CancelledError:  # the client left: no verdict
+            for name in verdicts:
+                if breaker := self.breakers.get(name):
+                    breaker.release_trial()
+            raise
+        finally:
+            now = self.clock()
+            for name, answered in verdicts.items():
+                if breaker := self.breakers.get(name):
+                    if answered:
+                        breaker.record_success()
+                    else:
+                        breaker.record_failure(now)
+
+    async def _rounds(
+        self,
+        route: Route,
+        client_headers: Sequence[tuple[str, str]],
+        attempts: list[Attempt],
+        candidates: list[Target],
+        verdicts: dict[str, bool],
+    ) -> Reply:
         last_reply: Reply | None = None
         retry_after: float | None = None
         for round_number in range(self.retries.max_retries + 1):
@@ -208,31 +286,23 @@ class Transport:
                 await asyncio.sleep(delay)
             retry_after, tried = None, False
             for target in list(candidates):
-                breaker = self.breakers.get(target.provider.name)
-                if breaker is not None and not breaker.allow(self.clock()):
+                name = target.provider.name
+                breaker = self.breakers.get(name)
+                if name not in verdicts and breaker and not breaker.allow(self.clock()):
                     continue
                 tried = True
+                verdicts.setdefault(name, False)
                 try:
                     reply = await self._attempt(target, route, client_headers, attempts)
                 except AttemptFailed as failure:
-                    if breaker:
-                        breaker.record_failure(self.clock())
-                    if failure.kind == "timeout":
+                    if failure.kind is AttemptKind.TIMEOUT:
                         candidates.remove(target)
                     continue
-                except BaseException:
-                    if breaker:
-                        breaker.release_trial()
-                    raise
                 if reply.status not in RETRYABLE_STATUSES or reply.redirect_refused:
-                    if breaker:
-                        breaker.record_success()
+                    verdicts[name] = True
                     return reply
-                if breaker:  # a 429 is a live provider asking us to slow down
-                    if reply.status == 429:
-                        breaker.record_success()
-                    else:
-                        breaker.record_failure(self.clock())
+                if reply.status == 429:  # a live provider asking us to slow down
+                    verdicts[name] = True
                 last_reply = reply
                 wait = parse_retry_after(
                     dict((k.lower(), v) for k, v in reply.headers).get("retry-after"),
@@ -245,7 +315,6 @@ class Transport:
             if not candidates:
                 break
         if last_reply is not None:
-            last_reply.attempts = attempts
             return last_reply
         raise self._exhausted(route, attempts)
 
@@ -260,10 +329,9 @@ class Transport:
         timeouts = provider.timeouts
         started = self.clock()
 
-        def note(outcome: str) -> None:
-            attempts.append(
-                Attempt(provider.name, provider.address, outcome, self.clock() - started)
-            )
+        def note(kind: AttemptKind, status: int | None, detail: str = "") -> None:
+            seconds = self.clock() - started
+            attempts.append(Attempt(provider.name, provider.address, kind, status, detail, seconds))
 
         url = upstream_url(provider, route.endpoint.value, route.query)
         try:
@@ -275,24 +343,27 @@ class Transport:
                     ssl=self.ssl_context(),
                     timeout=connect_timeout(timeouts),
                     allow_redirects=False,
+                    **self.via_proxy(),
                 )
         except aiohttp.ConnectionTimeoutError as e:
-            note("connect timeout")
-            raise AttemptFailed("connect", f"no connection within {timeouts.connect:g} s") from e
+            note(AttemptKind.CONNECT, None, "connect timeout")
+            reason = f"no connection within {timeouts.connect:g} s"
+            raise AttemptFailed(AttemptKind.CONNECT, reason) from e
         except TimeoutError as e:
-            note("headers timeout")
-            raise AttemptFailed("timeout", f"no answer within {timeouts.headers:g} s") from e
+            note(AttemptKind.TIMEOUT, None, "headers timeout")
+            reason = f"no answer within {timeouts.headers:g} s"
+            raise AttemptFailed(AttemptKind.TIMEOUT, reason) from e
         except aiohttp.ClientConnectorError as e:
-            note(describe(e))
-            raise AttemptFailed("connect", describe(e)) from e
+            note(AttemptKind.CONNECT, None, describe(e))
+            raise AttemptFailed(AttemptKind.CONNECT, describe(e)) from e
         except (aiohttp.ClientError, OSError) as e:
-            note(describe(e))
-            raise AttemptFailed("dropped", describe(e)) from e
+            note(AttemptKind.DROPPED, None, describe(e))
+            raise AttemptFailed(AttemptKind.DROPPED, describe(e)) from e
 
         request_id = response.headers.get("opc-request-id")
         if is_redirect(response.status):
             response.close()
-            note(str(response.status))
+            note(AttemptKind.ANSWERED, response.status)
             error = refused_by_oracle(
                 response.status,
                 url,
@@ -303,9 +374,7 @@ class Transport:
             )
             headers = [("opc-request-id", request_id)] if request_id else []
             headers.append(("content-type", "application/json"))
-            return Reply(
-                error.status, headers, target, attempts, body=error.body(), redirect_refused=True
-            )
+            return Reply(error.status, headers, target, body=error.body(), redirect_refused=True)
         headers = returned_headers(response.headers.items())
         content_type = response.headers.get("content-type", "")
         try:
@@ -314,14 +383,15 @@ class Transport:
                 # be retried, as nothing has reached the client yet.
                 first_chunk = await read_chunk(response, timeouts.idle)
                 stream = UpstreamStream(response, timeouts.idle, first_chunk)
-                note(str(response.status))
-                return Reply(response.status, headers, target, attempts, stream=stream)
+                note(AttemptKind.ANSWERED, response.status)
+                return Reply(response.status, headers, target, stream=stream)
             body = await read_body(response, timeouts.idle)
         except (StreamBroken, aiohttp.ClientError, OSError) as e:
             response.close()
-            note(f"dropped: {e}")
-            raise AttemptFailed("dropped", str(e)) from e
-        note(str(response.status))
+            reason = str(e) if isinstance(e, StreamBroken) else describe(e)
+            note(AttemptKind.DROPPED, None, f"dropped: {reason}")
+            raise AttemptFailed(AttemptKind.DROPPED, reason) from e
+        note(AttemptKind.ANSWERED, response.status)
         if response.status >= 400:
             body = from_oracle(
                 response.status,
@@ -332,7 +402,7 @@ class Transport:
             )
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
             headers.append(("content-type", "application/json"))
-        return Reply(response.status, headers, target, attempts, body=body)
+        return Reply(response.status, headers, target, body=body)
 
     def _cooling_down(self, route: Route) -> GatewayError:
         now = self.clock()
@@ -360,7 +430,9 @@ class Transport:
             )
             if (count := len(list(group)))
         )
-        timed_out = attempts and all("timeout" in a.outcome for a in attempts)
+        timed_out = attempts and all(
+            a.kind is AttemptKind.TIMEOUT or a.detail == "connect timeout" for a in attempts
+        )
         status, code = (504, "upstream_timeout") if timed_out else (502, "upstream_unreachable")
         return GatewayError(
             status,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from .config import Provider
 from .errors import GatewayError, clip_for_message
 
+REDACTED = "[redacted by gomodel]"
 # Credentials a client may send to the gateway (or to a proxy); redacted on the flow once read.
 CLIENT_CREDENTIAL_HEADERS = frozenset(
     {"authorization", "api-key", "x-api-key", "proxy-authorization"}
@@ -81,6 +82,17 @@ def outgoing_headers(
     if project:
         headers.append(("OpenAI-Project", project))
     return headers
+
+
+def shown_headers(
+    client_headers: Iterable[tuple[str, str]], provider: Provider
+) -> list[tuple[str, str]]:
+    """The headers a call went to Oracle with, as mitmweb and flow files show them: the key
+    redacted."""
+    shown = [("host", provider.host)]
+    for name, value in outgoing_headers(client_headers, provider):
+        shown.append((name, REDACTED if name.lower() == "authorization" else value))
+    return shown
 
 
 def is_returned(name: str) -> bool:

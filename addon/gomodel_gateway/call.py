@@ -1,0 +1,192 @@
+"""One gateway request, from its headers to its last byte: a `Call`.
+
+A Call owns everything about one request: what the client asked (endpoint, route), every attempt
+at Oracle, the answer, the stream's summary, why it broke, its timings. The addon's hooks create
+and advance it; the transport appends attempts; the relay streams into it. `record(call)` turns a
+finished Call into the one record that feeds the access log, the metrics and mitmweb's comment.
+Pure: nothing here knows about mitmproxy.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .accesslog import AccessRecord, clip
+from .adapt import STARVED_WARNING
+from .errors import GatewayError
+from .inventory import Target
+from .routing import Request, Route
+from .sse import StreamSummary, UsageChunkFilter
+
+DEFAULT_KEPT_STREAM_BYTES = 1024 * 1024
+
+
+class AttemptKind(StrEnum):
+    ANSWERED = "answered"  # Oracle answered with a status
+    CONNECT = "connect"  # no connection (refused, DNS, TLS, connect timeout): nothing was sent
+    TIMEOUT = "timeout"  # no answer headers in time: the request may still run at Oracle
+    DROPPED = "dropped"  # the connection broke before a complete answer
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    address: str  # host:port
+    kind: AttemptKind
+    status: int | None  # when answered
+    detail: str  # what went wrong, in words
+    seconds: float
+
+    @property
+    def failed(self) -> bool:
+        """No answer, or one worth trying elsewhere (429, 5xx)."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    @property
+    def outcome(self) -> str:
+        """For logs: the status, or what went wrong."""
+        return str(self.status) if self.status is not None else self.detail
+
+    @property
+    def label(self) -> str:
+        """For metrics: the status, or the kind of failure (bounded)."""
+        return str(self.status) if self.status is not None else self.kind.value
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """What a client sent, kept while its flow is pointed at the relay (which needs nothing of
+    it but a path); header fields as raw bytes."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    header_fields: tuple[tuple[bytes, bytes], ...]
+    content: bytes | None
+
+
+@dataclass
+class KeptBody:
+    """A streamed answer, kept for mitmweb and flow files up to a size."""
+
+    limit: int = DEFAULT_KEPT_STREAM_BYTES
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    cut: bool = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - self.size
+        if len(chunk) > room:
+            self.cut = True
+            chunk = chunk[: max(room, 0)]
+        if chunk:
+            self.parts.append(chunk)
+            self.size += len(chunk)
+
+    def content(self) -> bytes:
+        body = b"".join(self.parts)
+        if self.cut:
+            body += f"\n: [gomodel: kept the first {self.limit} bytes of this stream]\n".encode()
+        return body
+
+
+@dataclass
+class Call:
+    """One gateway request's state, from `requestheaders` to the end of its answer."""
+
+    method: str
+    client_url: str  # as the client sent it
+    client_path: str  # for the access log
+    started: float
+    request: Request | None = None
+    route: Route | None = None
+    client_headers: list[tuple[str, str]] = field(default_factory=list)
+    authenticated: bool = False  # presented a master key, or none is needed
+    origin: str | None = None  # the allowed web origin the request came from
+    # Early refusals and relay bookkeeping
+    refusal: GatewayError | None = None  # answered without reading the body
+    sent: SentRequest | None = None  # the client's request while the flow points at the relay
+    relay_path: str | None = None
+    # The answer
+    attempts: list[Attempt] = field(default_factory=list)
+    answered_by: Target | None = None  # the provider whose answer the client got
+    status: int = 0
+    request_id: str | None = None  # Oracle's opc-request-id
+    response_body: bytes = b""  # a plain answer, for log_bodies
+    stream: StreamSummary | None = None
+    hide_usage: UsageChunkFilter | None = None
+    kept_limit: int = DEFAULT_KEPT_STREAM_BYTES  # of a streamed answer, for the flow
+    kept: KeptBody | None = None
+    broken: str | None = None  # why Oracle's stream ended early
+    tokens: tuple[int | None, int | None] = (None, None)
+    starved: bool = False  # cut off by its output budget before any text
+    first_byte: float | None = None
+    error: str | None = None  # the code of a refused or failed request
+    notes: list[str] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def target(self) -> Target | None:
+        """The provider that answered, else the one the call was routed to first."""
+        if self.answered_by:
+            return self.answered_by
+        return self.route.target if self.route else None
+
+    def answered(self, target: Target, status: int, request_id: str | None) -> None:
+        self.answered_by, self.status, self.request_id = target, status, request_id
+
+    def pass_chunk(self, chunk: bytes) -> bytes:
+        """A chunk of Oracle's stream on its way to the client (b"" at its end): watched, kept,
+        filtered."""
+        if self.stream is None:
+            self.stream = StreamSummary()
+            self.kept = KeptBody(self.kept_limit)
+            if self.route and self.route.usage_added:
+                self.hide_usage = UsageChunkFilter()
+        assert self.kept is not None
+        self.stream.feed(chunk)
+        out = self.hide_usage.feed(chunk) if self.hide_usage else chunk
+        self.kept.add(out)
+        return out
+
+
+def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
+    """What a finished call leaves behind: the access log line, the metrics, the comment."""
+    entry = AccessRecord(
+        method=call.method,
+        path=call.client_path,
+        url=call.client_url,
+        status=call.status,
+        seconds=ended - call.started,
+        endpoint=call.request.endpoint.value if call.request else "",
+        error=call.error,
+        notes=list(call.notes),
+        first_byte_seconds=call.first_byte - call.started if call.first_byte else None,
+    )
+    target = call.target
+    if call.route is None or target is None:  # answered or refused by the gateway itself
+        return entry
+    if call.stream:
+        call.tokens = call.stream.tokens()
+        call.starved = call.stream.starved
+    entry.provider, entry.model = target.provider.name, target.upstream_model
+    entry.requested_model = call.route.requested_model
+    entry.stream = call.route.stream
+    entry.tokens_in, entry.tokens_out = call.tokens
+    entry.request_id = call.request_id
+    entry.attempts = [f"{a.provider} {a.outcome}" for a in call.attempts]
+    entry.broken = call.broken is not None
+    if changes := call.route.adjustments.get(target.provider.name):
+        entry.notes.append("adjusted: " + ", ".join(changes))
+    if call.stream and call.stream.error:
+        entry.notes.append(f"stream carried an error: {call.stream.error}")
+    if call.broken:
+        entry.notes.append(f"stream broken: {call.broken}")
+    if call.starved:
+        entry.notes.append("starved: " + STARVED_WARNING)
+    entry.warning = entry.broken or call.starved
+    if log_bodies:
+        entry.request_body = clip(call.route.bodies[target.provider.name])
+        if not call.route.stream:
+            entry.response_body = clip(call.response_body)
+    return entry

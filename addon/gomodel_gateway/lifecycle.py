@@ -1,0 +1,290 @@
+"""The gateway's configuration lifecycle, as a mitmproxy addon of its own: options, settings and
+the config file (reloads included), the model inventory and its discovery, the circuit
+breakers, the HTTP client to Oracle, the stream relay, metrics, and who may use the port.
+
+The request hooks (addon.py) read the state kept here; they never change it. Everything
+configuration-derived is rebuilt from scratch on every reconfigure, and requests in flight keep
+what they hold.
+"""
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import certifi
+from mitmproxy import contentviews, ctx, exceptions
+from mitmproxy.proxy import mode_specs
+
+from .config import ConfigError, GatewayConfig, Provider, check_reload
+from .contentview import GoModelContentview
+from .discovery import Discovery, fetch_models
+from .exposure import Exposure, decide_exposure, new_via_token
+from .hosts import is_loopback
+from .inventory import build_inventory
+from .metrics import Metrics
+from .oci_discovery import fetch_oci_models
+from .options import OPTION_NAMES, Settings, declare_options, read_settings
+from .relay import StreamRelay
+from .resilience import CircuitBreaker, breakers_for
+from .transport import Transport, UpstreamProxy
+from .watch import watch_file
+from .workarounds import bound_request_heads
+
+logger = logging.getLogger("gomodel")
+
+UPSTREAM_TLS_OPTIONS = frozenset(
+    {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
+)
+LISTEN_OPTIONS = frozenset({"listen_host", "mode"})
+PROXY_OPTIONS = frozenset({"mode", "upstream_auth"})
+
+
+class Runtime:
+    """What the options and the configuration file decide, kept current."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.discovered: dict[str, tuple[str, ...]] = {}
+        self.inventory = build_inventory((), {}, int(time.time()))
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.transport = Transport(self.upstream_ssl_context)
+        self.relay = StreamRelay(self.transport)
+        self.metrics = Metrics()
+        self.discovery: Discovery | None = None
+        self.config_watch: asyncio.Task[None] | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        self.is_running = False
+        self.exposure = Exposure(False, "not configured yet")
+        self.via_token = new_via_token()
+        self.upstream_proxy: UpstreamProxy | None = None
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.settings.config
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.settings.hosts
+
+    # -- mitmproxy hooks -----------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        declare_options(loader)
+        bound_request_heads()
+        contentviews.add(GoModelContentview)
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & UPSTREAM_TLS_OPTIONS:
+            self.ssl_context = None
+        if updated & PROXY_OPTIONS:
+            self.upstream_proxy = upstream_proxy(ctx.options.mode, ctx.options.upstream_auth)
+            self.configure_transport()
+        if not updated & OPTION_NAMES:
+            if updated & LISTEN_OPTIONS:
+                self.update_exposure()
+            return
+        try:
+            settings = read_settings()
+            if self.is_running:
+                check_reload(self.config, settings.config)
+        except ConfigError as e:
+            if self.is_running:  # mitmproxy rejects the change and keeps the current state
+                raise exceptions.OptionsError(f"gomodel: {e}") from None
+            # At startup an error log line makes mitmproxy exit 1, with this message alone
+            # instead of the traceback an exception from a script's configure() prints.
+            logger.error("gomodel: %s", e)
+            return
+        self.apply(settings)
+
+    async def running(self) -> None:
+        # Gateway hostnames don't resolve: mitmproxy must not connect before the rewrite.
+        if ctx.options.connection_strategy != "lazy":
+            ctx.options.update(connection_strategy="lazy")
+            logger.info("gomodel: set connection_strategy=lazy so gateway hostnames need no DNS")
+        unknown = sorted(name for name in ctx.options.deferred if name.startswith("gomodel_"))
+        if unknown:
+            logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
+        if not self.config.master_keys and not is_loopback(ctx.options.listen_host):
+            logger.warning(
+                "gomodel: listening on %s without a master key: anyone who can reach this port "
+                "can use your Oracle key; set GOMODEL_MASTER_KEY",
+                ctx.options.listen_host or "all interfaces",
+            )
+        if self.upstream_proxy:
+            logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
+        self.is_running = True
+        await self.relay.start()
+        self.start_discovery()
+        self.start_config_watch()
+
+    async def done(self) -> None:
+        self.stop_discovery()
+        if self.config_watch:
+            self.config_watch.cancel()
+            self.config_watch = None
+        self.is_running = False
+        await self.relay.stop()
+        await self.transport.close()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def apply(self, settings: Settings) -> None:
+        """Replace all configuration-derived state; requests in flight keep what they hold."""
+        path_changed = settings.config_path != self.settings.config_path
+        self.stop_discovery()
+        self.settings, self.discovered = settings, {}
+        names = tuple(p.name for p in settings.config.providers)
+        self.breakers = breakers_for(names, settings.config.failover, self.breakers)
+        self.configure_transport()
+        self.rebuild_inventory()
+        self.log_configuration()
+        self.update_exposure()
+        if self.is_running:
+            self.start_discovery()
+            if path_changed:
+                self.start_config_watch()
+
+    def configure_transport(self) -> None:
+        config = self.config
+        self.transport.configure(
+            config.retries, config.failover, self.breakers, self.upstream_proxy
+        )
+
+    def reload_config_file(self) -> None:
+        try:
+            settings = read_settings(reload=True)
+            check_reload(self.config, settings.config)
+        except ConfigError as e:
+            logger.error(
+                "gomodel: configuration not reloaded, the previous one keeps serving: %s", e
+            )
+            return
+        logger.info("gomodel: %s changed, configuration reloaded", settings.config_path)
+        self.apply(settings)
+
+    def start_config_watch(self) -> None:
+        if self.config_watch:
+            self.config_watch.cancel()
+        self.config_watch = asyncio.get_running_loop().create_task(
+            watch_file(self.settings.config_path, self.reload_config_file),
+            name="gomodel config watch",
+        )
+
+    def log_configuration(self) -> None:
+        config = self.config
+        if config.source:
+            logger.info("gomodel: configuration from %s", config.source)
+        for warning in config.warnings:
+            logger.warning("gomodel: %s", warning)
+        for provider in config.providers:
+            logger.info(
+                "gomodel: provider %s: host %s, %d models configured, models_mode %s",
+                provider.name,
+                provider.host,
+                len(provider.models),
+                provider.models_mode,
+            )
+        if not config.providers:
+            logger.warning(
+                "gomodel: no Oracle provider is configured: set ORACLE_BASE_URL, ORACLE_API_KEY "
+                "and ORACLE_MODELS, or add providers to config.yaml"
+            )
+        logger.info(
+            "gomodel: serving %s and requests sent straight to the proxy port",
+            ", ".join(self.hosts) or "no hostnames",
+        )
+
+    def update_exposure(self) -> None:
+        """Decide again whether other traffic may pass through (settings or listen addresses
+        changed); say so when the answer changes."""
+        options = ctx.options
+        exposure = decide_exposure(
+            self.settings.passthrough,
+            bool(self.config.master_keys),
+            listen_hosts(options.listen_host, options.mode),
+        )
+        if exposure != self.exposure:
+            logger.info("gomodel: %s", exposure.describe())
+        self.exposure = exposure
+
+    # -- models --------------------------------------------------------------------------------
+
+    def rebuild_inventory(self) -> None:
+        self.inventory = build_inventory(
+            self.config.providers, self.discovered, self.inventory.created
+        )
+
+    def start_discovery(self) -> None:
+        self.discovery = Discovery(self.config.providers, self.fetch_models, self.on_discovered)
+        self.discovery.start()
+
+    def stop_discovery(self) -> None:
+        if self.discovery:
+            self.discovery.stop()
+            self.discovery = None
+
+    async def fetch_models(self, provider: Provider) -> tuple[str, ...]:
+        """Oracle's /models on the gateway's own client, or the OCI control plane's listing
+        (the oci SDK, blocking, in a thread)."""
+        if provider.discovery == "oci":
+            options = ctx.options
+            return await asyncio.to_thread(
+                fetch_oci_models,
+                provider,
+                options.ssl_verify_upstream_trusted_ca,
+                not options.ssl_insecure,
+                self.upstream_proxy.url_with_auth() if self.upstream_proxy else None,
+            )
+        return await fetch_models(self.transport, provider)
+
+    def on_discovered(self, provider_name: str, models: tuple[str, ...]) -> None:
+        self.discovered[provider_name] = models
+        self.rebuild_inventory()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def upstream_ssl_context(self) -> ssl.SSLContext:
+        """TLS settings for the gateway's own calls, matching mitmproxy's upstream options."""
+        if self.ssl_context is None:
+            options = ctx.options
+            context = ssl.create_default_context(
+                cafile=options.ssl_verify_upstream_trusted_ca or certifi.where(),
+                capath=options.ssl_verify_upstream_trusted_confdir or None,
+            )
+            if options.ssl_insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self.ssl_context = context
+        return self.ssl_context
+
+    def breaker_states(self) -> dict[str, dict[str, object]]:
+        now = time.monotonic()
+        return {name: breaker.snapshot(now) for name, breaker in self.breakers.items()}
+
+
+def listen_hosts(listen_host: str, modes: Sequence[str]) -> list[str]:
+    """The addresses mitmproxy listens on ("" for every interface), from its options."""
+    hosts = []
+    for spec in modes:
+        try:
+            hosts.append(mode_specs.ProxyMode.parse(spec).listen_host(listen_host))
+        except ValueError:
+            hosts.append("")  # unknown: assume exposed
+    return hosts
+
+
+def upstream_proxy(modes: Sequence[str], upstream_auth: str | None) -> UpstreamProxy | None:
+    """mitmproxy's `--mode upstream:URL`, which the gateway's own calls follow too."""
+    for spec in modes:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, mode_specs.UpstreamMode):
+            scheme, (host, port) = mode.scheme, mode.address
+            user, _, password = (upstream_auth or "").partition(":")
+            return UpstreamProxy(f"{scheme}://{host}:{port}", (user, password) if user else None)
+    return None
