@@ -1,5 +1,6 @@
 """Configuration parsing: env, YAML, precedence, expansion, suffixed env and bad input."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -575,3 +576,62 @@ def test_a_region_instead_of_a_base_url_works_with_the_shipped_config(env, provi
     config = load_config(shipped, env)
 
     assert {p.name: p.base_url for p in config.providers}[provider] == url
+
+
+ALIAS_CONFIG = """
+providers:
+  oracle:
+    base_url: https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/openai/v1
+    api_key: k
+    models: [openai.gpt-oss-120b, xai.grok-4]
+    models_mode: {mode}
+aliases:
+  gpt-4o: openai.gpt-oss-120b
+  "gpt-*": oracle/xai.grok-4
+  o3: {o3}
+"""
+
+
+def alias_config(tmp_path: Path, mode: str = "allowlist", o3: str = "xai.grok-4") -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(ALIAS_CONFIG.format(mode=mode, o3=o3))
+    return path
+
+
+def test_aliases_come_from_yaml_in_order_and_the_environment_overrides(tmp_path: Path) -> None:
+    env = {"GOMODEL_ALIASES": "o3=openai.gpt-oss-120b, llm-default=xai.grok-4"}
+
+    config = load_config(alias_config(tmp_path), env)
+
+    assert [(a.name, a.target) for a in config.aliases] == [
+        ("gpt-4o", "openai.gpt-oss-120b"),
+        ("gpt-*", "oracle/xai.grok-4"),
+        ("o3", "openai.gpt-oss-120b"),
+        ("llm-default", "xai.grok-4"),
+    ]
+    assert config.aliases[2].origin == "environment variable GOMODEL_ALIASES"
+
+
+def test_an_alias_no_provider_serves_stops_an_allowlist_gateway(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml: aliases\.o3: the target 'xai\.grok-9'"):
+        load_config(alias_config(tmp_path, o3="xai.grok-9"), {})
+
+
+def test_an_alias_discovery_may_still_serve_is_a_warning(tmp_path: Path) -> None:
+    config = load_config(alias_config(tmp_path, mode="fallback", o3="xai.grok-9"), {})
+
+    assert any("aliases.o3: the target 'xai.grok-9'" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ("gpt-4o", "is not alias=target"),
+        ("gpt 4o=xai.grok-4", "is not a model name"),
+        ("gpt-4o=../admin", "is not a model id"),
+        ("gpt-4o=xai.*", "is not a model id"),  # a target is one model, never a pattern
+    ],
+)
+def test_malformed_aliases_name_where_they_come_from(tmp_path: Path, env, message) -> None:
+    with pytest.raises(ConfigError, match=f"GOMODEL_ALIASES: .*{re.escape(message)}"):
+        load_config(alias_config(tmp_path), {"GOMODEL_ALIASES": env})

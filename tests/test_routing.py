@@ -4,6 +4,7 @@ import json
 
 import pytest
 from gomodel_gateway import local
+from gomodel_gateway.aliases import Alias
 from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
@@ -114,9 +115,9 @@ def test_models_route_to_their_providers(model: str, providers, upstream_model: 
 @pytest.mark.parametrize(
     ("inventory", "model", "message"),
     [
-        (INVENTORY, "m.missing", "does not exist on this gateway (available: m.a, m.shared"),
+        (INVENTORY, "xai.grok-99", "does not exist on this gateway (available: m.a, m.shared"),
         (INVENTORY, "oracle-eu/m.a", "Provider 'oracle-eu' does not serve model 'm.a'"),
-        (INVENTORY, "nobody/m.a", "'nobody/m.a' does not exist"),
+        (INVENTORY, "nobody/xai.grok-99", "'nobody/xai.grok-99' does not exist"),
         (build_inventory((), {}, 0), "m.a", "no Oracle provider is configured"),
         (
             build_inventory((Provider("oracle", "https://h", "k", ()),), {}, 0),
@@ -251,3 +252,58 @@ def test_a_9_mb_model_id_or_path_is_echoed_clipped(refuse) -> None:
         refuse()
     assert len(caught.value.body()) < 1000
     assert "... (9000" in caught.value.message
+
+
+ALIASED = build_inventory(
+    INVENTORY.providers,
+    {},
+    0,
+    (
+        Alias("gpt-4o", "oracle-eu/m.shared", "aliases.gpt-4o"),
+        Alias("gpt-*", "m.a", "aliases.gpt-*"),
+        Alias("m.a", "m.eu", "aliases.m.a"),  # an exact alias beats a served id
+        Alias("*", "m.eu", "aliases.*"),  # a catch-all never hides a served id
+        Alias("claude", "m.gone", "GOMODEL_ALIASES"),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("requested", "providers", "upstream"),
+    [
+        ("gpt-4o", ["oracle-eu"], "m.shared"),  # exact beats the glob, and may pin a region
+        ("gpt-4o-mini", ["oracle"], "m.a"),  # the first glob that matches
+        ("m.a", ["oracle-eu"], "m.eu"),
+        ("m.shared", ["oracle", "oracle-eu"], "m.shared"),  # served: no glob applies
+        ("anything-else", ["oracle-eu"], "m.eu"),
+    ],
+)
+def test_aliases_resolve_exact_then_served_then_globs(requested, providers, upstream) -> None:
+    candidates = resolve_model(ALIASED, requested)
+
+    assert [t.provider.name for t in candidates] == providers
+    assert {t.upstream_model for t in candidates} == {upstream}
+
+
+def test_exact_aliases_are_listed_once_their_target_is_served() -> None:
+    listed = [m.id for m in ALIASED.listing]
+
+    assert "gpt-4o" in listed and "m.a" in listed and listed.count("m.a") == 1
+    assert "gpt-*" not in listed and "*" not in listed and "claude" not in listed
+
+
+def test_an_alias_to_a_model_nobody_serves_is_a_clear_404() -> None:
+    with pytest.raises(GatewayError) as caught:
+        resolve_model(ALIASED, "claude")
+
+    assert "'claude' is an alias (GOMODEL_ALIASES) of 'm.gone'" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["gpt-4o-mini", "gpt-5.6-luna", "claude-3-5-sonnet", "o3"])
+def test_an_unknown_openai_name_gets_alias_advice_not_oracle_advice(name: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        resolve_model(INVENTORY, name)
+
+    assert f"GOMODEL_ALIASES='{name}=<model>'" in caught.value.message
+    assert "ORACLE_MODELS" not in caught.value.message
+    assert "available: m.a" in caught.value.message

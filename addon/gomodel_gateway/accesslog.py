@@ -26,6 +26,7 @@ class AccessRecord:
     provider: str = "gateway"  # the provider that answered; "gateway" when answered locally
     model: str = ""  # the model id Oracle was asked for
     requested_model: str = ""  # the model the client named
+    alias: str = ""  # the alias it went through (an exact name or a glob), if any
     endpoint: str = ""
     stream: bool = False
     tokens_in: int | None = None
@@ -66,6 +67,8 @@ class AccessRecord:
 
     def text(self) -> str:
         parts = [self.summary(), f"{self.method} {self.path}"]
+        if self.requested_model and self.requested_model != self.model:
+            parts.append(f"requested={self.requested_model}")
         if self.stream:
             parts.append("stream")
         if self.first_byte_seconds is not None:

@@ -313,6 +313,8 @@ class GoModel:
             )
             headers = {"content-type": runtime.metrics.content_type}
             flow.response = http.Response.make(200, runtime.metrics.exposition(), headers)
+        elif request.endpoint is Endpoint.TRACES:  # dropped: traces never leave the machine
+            flow.response = http.Response.make(204)
         else:
             body = local.answer(
                 runtime.inventory,
@@ -320,6 +322,7 @@ class GoModel:
                 runtime.hosts,
                 runtime.breaker_states(),
                 detailed=call.authenticated,
+                aliases_only=runtime.settings.list_aliases_only,
             )
             flow.response = http.Response.make(200, body, JSON_HEADERS)
         self.finish(flow, call)
@@ -407,10 +410,12 @@ class GoModel:
         provider, client = target.provider, flow.request
         shown = http.Request.make(
             client.method,
-            upstream_url(provider, planned.endpoint.value, planned.query),
+            upstream_url(provider, planned.endpoint.value, ""),
             planned.bodies[provider.name],
             wire_headers(shown_headers(call.client_headers, provider)),
         )
+        if planned.query:  # any bytes a client sent: not re-parsed as a URL
+            shown.path = f"{shown.path}?{planned.query}"
         shown.http_version = client.http_version
         shown.timestamp_start, shown.timestamp_end = client.timestamp_start, client.timestamp_end
         flow.request = shown
@@ -466,7 +471,8 @@ class GoModel:
         elif entry.warning:
             flow.marked = ":warning:"
         self.runtime.metrics.record(entry, call.attempts)
-        self.runtime.settings.access_log.write(entry)
+        if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
+            self.runtime.settings.access_log.write(entry)  # trace batches: no noise
 
 
 def restore_replay(flow: http.HTTPFlow) -> bool:

@@ -171,6 +171,7 @@ def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
         call.starved = call.stream.starved
     entry.provider, entry.model = target.provider.name, target.upstream_model
     entry.requested_model = call.route.requested_model
+    entry.alias = call.route.alias or ""
     entry.stream = call.route.stream
     entry.tokens_in, entry.tokens_out = call.tokens
     entry.request_id = call.request_id

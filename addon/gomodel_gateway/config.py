@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .adapt import ModelRules
+from .aliases import Alias, AliasError, parse_aliases
 from .regions import check_region, control_plane_url, inference_base_url, region_of
 from .resilience import FailoverPolicy, RetryPolicy, Timeouts
 
@@ -53,6 +54,7 @@ OCID = re.compile(r"^ocid1\.[a-z0-9_-]+\.[a-z0-9_-]*\.[a-z0-9_-]*\.[A-Za-z0-9._-
 TOP_LEVEL_KEYS = frozenset(
     {
         "providers",
+        "aliases",
         "models_mode",
         "models_refresh_seconds",
         "server",
@@ -90,9 +92,17 @@ PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 
 
+MAX_MODEL_ID = 256  # Oracle's ids are short; a longer name is no model's, and logs echo it
+
+
 def is_model_id(text: str) -> bool:
-    """Printable, no whitespace, no %-escapes, no ".." path segments."""
-    return bool(MODEL_ID.match(text)) and "/.." not in text and "../" not in text
+    """Printable, no whitespace, no %-escapes, no ".." path segments, at most 256 characters."""
+    return (
+        len(text) <= MAX_MODEL_ID
+        and bool(MODEL_ID.match(text))
+        and "/.." not in text
+        and "../" not in text
+    )
 
 
 class ConfigError(Exception):
@@ -136,6 +146,7 @@ class GatewayConfig:
     master_keys: tuple[str, ...] = field(default=(), repr=False)
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
+    aliases: tuple[Alias, ...] = ()
 
 
 @dataclass
@@ -572,14 +583,50 @@ def load_config(
         for name, fields in blocks.items()
         if (provider := _build_provider(name, fields, defaults, warnings)) is not None
     ]
+    try:
+        aliases = parse_aliases(document.get("aliases"), env, where, is_model_id)
+    except AliasError as e:
+        raise ConfigError(str(e)) from e
+    check_alias_targets(aliases, providers, warnings)
     return GatewayConfig(
         tuple(providers),
         tuple(warnings),
         source,
+        aliases=aliases,
         master_keys=_master_keys(document.get("server"), where, env),
         retries=parse_policy(document.get("retries"), f"{where}: retries", RetryPolicy()),
         failover=parse_policy(document.get("failover"), f"{where}: failover", FailoverPolicy()),
     )
+
+
+def serves(providers: Iterable[Provider], model: str) -> bool:
+    """Whether a configured provider lists the model id (bare, or pinned as provider/model)."""
+    prefix, _, bare = model.partition("/")
+    for provider in providers:
+        if model in provider.models or (provider.name == prefix and bare in provider.models):
+            return True
+    return False
+
+
+def check_alias_targets(
+    aliases: Iterable[Alias], providers: list[Provider], warnings: list[str]
+) -> None:
+    """An alias to a model no provider serves is a mistake, unless discovery may still list it
+    (a provider in fallback mode): then a warning, and a clear 404 at call time."""
+    discovering = [p.name for p in providers if p.models_mode == "fallback"]
+    for alias in aliases:
+        if serves(providers, alias.target):
+            continue
+        if discovering or not providers:
+            warnings.append(
+                f"{alias.origin}: the target {alias.target!r} is not among the configured models; "
+                "calls to it get 404 unless model discovery lists it"
+            )
+            continue
+        raise ConfigError(
+            f"{alias.origin}: the target {alias.target!r} is served by no provider (every "
+            "provider is an allowlist); add it to a provider's models: or fix the alias"
+        )
 
 
 def read_for_reload(path: Path | None) -> dict[str, Any]:

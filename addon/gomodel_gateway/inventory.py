@@ -1,4 +1,5 @@
-"""The model inventory: which provider serves which model id, and what /v1/models lists.
+"""The model inventory: which provider serves which model id (aliases included), and what
+/v1/models lists.
 
 An `Inventory` is an immutable snapshot, rebuilt whenever configuration or discovery changes, so
 a request always sees one consistent view without locks.
@@ -7,6 +8,7 @@ a request always sees one consistent view without locks.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .aliases import Alias, match
 from .config import Provider
 
 
@@ -37,6 +39,7 @@ class Inventory:
     providers: tuple[Provider, ...]
     models: Mapping[str, tuple[str, ...]]
     created: int
+    aliases: tuple[Alias, ...] = ()
     listing: tuple[ListedModel, ...] = field(init=False)
     # Model id as a client sends it -> the providers to try, in order: every provider serving a
     # bare id (the first is preferred, the others are failover), or the one a pinned id names.
@@ -55,6 +58,11 @@ class Inventory:
                 else:
                     listing.append(ListedModel(pinned, provider.name, self.created))
                 targets[model] = (*targets.get(model, ()), target)
+        listed = {m.id for m in listing}
+        for alias in self.aliases:  # exact ones are listed, as soon as their target is served
+            found = targets.get(alias.target)
+            if found and not alias.is_glob and alias.name not in listed:
+                listing.append(ListedModel(alias.name, found[0].provider.name, self.created))
         object.__setattr__(self, "listing", tuple(listing))
         object.__setattr__(self, "targets", targets)
 
@@ -62,8 +70,13 @@ class Inventory:
     def model_count(self) -> int:
         return sum(len(models) for models in self.models.values())
 
+    def alias_for(self, model: str) -> Alias | None:
+        return match(self.aliases, model, lambda name: name in self.targets)
+
     def find(self, model: str) -> tuple[Target, ...]:
-        return self.targets.get(model, ())
+        """Where a requested name goes: through its alias, if one applies, else itself."""
+        alias = self.alias_for(model)
+        return self.targets.get(alias.target if alias else model, ())
 
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -73,6 +86,7 @@ def build_inventory(
     providers: tuple[Provider, ...],
     discovered: Mapping[str, tuple[str, ...]],
     created: int,
+    aliases: tuple[Alias, ...] = (),
 ) -> Inventory:
     models = {p.name: provider_models(p, discovered.get(p.name)) for p in providers}
-    return Inventory(providers, models, created)
+    return Inventory(providers, models, created, aliases)

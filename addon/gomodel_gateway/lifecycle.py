@@ -213,8 +213,9 @@ class Runtime:
     # -- models --------------------------------------------------------------------------------
 
     def rebuild_inventory(self) -> None:
+        config = self.config
         self.inventory = build_inventory(
-            self.config.providers, self.discovered, self.inventory.created
+            config.providers, self.discovered, self.inventory.created, config.aliases
         )
 
     def start_discovery(self) -> None:

@@ -1,4 +1,6 @@
-"""Endpoints the gateway answers itself: GET /v1/models, GET /v1/models/{id}, GET /health."""
+"""Endpoints the gateway answers itself: GET /v1/models, GET /v1/models/{id}, GET /health, and
+the Agents SDK's trace export (POST /v1/traces/ingest, accepted and dropped: traces neither fail
+nor leave the machine)."""
 
 import json
 from collections.abc import Mapping
@@ -13,14 +15,20 @@ def _model_object(model: ListedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
 
 
-def models_list(inventory: Inventory) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_object(m) for m in inventory.listing]}
+def models_list(inventory: Inventory, aliases_only: bool = False) -> dict[str, Any]:
+    """Every served model and exact alias; or, with `aliases_only`, the aliases alone (for apps
+    that should see only the names a team agreed on)."""
+    names = {a.name for a in inventory.aliases}
+    listing = [m for m in inventory.listing if not aliases_only or m.id in names]
+    return {"object": "list", "data": [_model_object(m) for m in listing]}
 
 
 def model_detail(inventory: Inventory, model_id: str) -> dict[str, Any]:
     for model in inventory.listing:
         if model.id == model_id:
             return _model_object(model)
+    if found := inventory.find(model_id):  # a name a glob alias maps
+        return _model_object(ListedModel(model_id, found[0].provider.name, inventory.created))
     raise GatewayError(
         404,
         f"The model {clip_for_message(model_id)} does not exist on this gateway.",
@@ -57,12 +65,13 @@ def answer(
     circuits: Mapping[str, Mapping[str, object]],
     *,
     detailed: bool = True,
+    aliases_only: bool = False,
 ) -> bytes:
     """The JSON body for a locally answered endpoint. Without `detailed` (a caller without the
     master key), /health says only that the gateway is up: providers and hosts are not for
     strangers."""
     if request.endpoint is Endpoint.MODELS:
-        document = models_list(inventory)
+        document = models_list(inventory, aliases_only)
     elif request.endpoint is Endpoint.MODEL:
         document = model_detail(inventory, request.model or "")
     elif request.endpoint is Endpoint.HEALTH:

@@ -78,6 +78,13 @@ class Metrics:
             ["from_provider", "to_provider"],
             registry=r,
         )
+        self.aliased = Counter(
+            "gomodel_alias_requests",
+            "Calls that named a model through an alias, by alias (as configured: an exact name "
+            "or a glob) and the model Oracle was asked for.",
+            ["alias", "model"],
+            registry=r,
+        )
         self.broken_streams = Counter(
             "gomodel_broken_streams", "Streams Oracle ended early.", ["provider"], registry=r
         )
@@ -102,6 +109,8 @@ class Metrics:
         provider, model, endpoint = entry.provider, entry.model, entry.endpoint
         stream = "true" if entry.stream else "false"
         self.requests.labels(provider, model, endpoint, str(entry.status)).inc()
+        if entry.alias:
+            self.aliased.labels(entry.alias, model).inc()
         self.latency.labels(provider, endpoint, stream).observe(entry.seconds)
         if entry.first_byte_seconds is not None:
             self.first_byte.labels(provider, endpoint, stream).observe(entry.first_byte_seconds)

@@ -53,6 +53,12 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Origin header get 403; CORS preflights are answered for listed origins only.",
     ),
     (
+        "gomodel_list_models",
+        "all",
+        "What GET /v1/models lists: all (every served model and exact alias) or aliases (the "
+        "exact aliases alone; the other models stay callable).",
+    ),
+    (
         "gomodel_max_body_size",
         "10MiB",
         "Largest request body the gateway accepts (e.g. 10MiB, 512KiB, 1048576); larger ones "
@@ -111,6 +117,7 @@ class Settings:
     passthrough: Passthrough = Passthrough.AUTO
     allowed_origins: frozenset[str] = frozenset()
     stream_body_size: int = 1024 * 1024
+    list_aliases_only: bool = False
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -134,6 +141,7 @@ def read_settings(reload: bool = False) -> Settings:
         log_bodies = parse_bool(ctx.options.gomodel_log_bodies, "gomodel_log_bodies")
         stream_usage = parse_bool(ctx.options.gomodel_stream_usage, "gomodel_stream_usage")
         passthrough = parse_passthrough(ctx.options.gomodel_passthrough)
+        list_aliases_only = parse_listing(ctx.options.gomodel_list_models)
         allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
@@ -153,4 +161,12 @@ def read_settings(reload: bool = False) -> Settings:
         passthrough,
         allowed_origins,
         sizes["gomodel_stream_body_size"],
+        list_aliases_only,
     )
+
+
+def parse_listing(value: str) -> bool:
+    """gomodel_list_models: True when /v1/models lists the aliases alone."""
+    if value.strip() not in ("all", "aliases"):
+        raise ValueError(f"gomodel_list_models: {value!r} is not all or aliases")
+    return value.strip() == "aliases"

@@ -26,6 +26,7 @@ class Endpoint(StrEnum):
     METRICS = "metrics"
     CHAT_COMPLETIONS = "chat/completions"
     RESPONSES = "responses"
+    TRACES = "traces"  # the OpenAI Agents SDK's trace export: accepted and dropped
 
 
 UPSTREAM_ENDPOINTS = (Endpoint.CHAT_COMPLETIONS, Endpoint.RESPONSES)
@@ -35,6 +36,16 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/v1/responses": ("POST", Endpoint.RESPONSES),
     "/health": ("GET", Endpoint.HEALTH),
     "/metrics": ("GET", Endpoint.METRICS),
+    "/v1/traces/ingest": ("POST", Endpoint.TRACES),
+}
+# OpenAI endpoints apps call that Oracle's OpenAI-compatible API does not offer.
+NOT_AT_ORACLE = {
+    "/v1/embeddings": "embeddings (Oracle serves them through OCI's native Generative AI API only)",
+    "/v1/completions": "legacy completions (use /v1/chat/completions)",
+    "/v1/moderations": "moderations",
+    "/v1/images/generations": "image generation",
+    "/v1/audio/speech": "speech",
+    "/v1/audio/transcriptions": "transcription",
 }
 MODEL_PREFIX = "/v1/models/"
 SUPPORTED = (
@@ -45,6 +56,8 @@ HOW_TO_ADD_MODELS = (
     "add it to ORACLE_MODELS (comma-separated) or to the provider's models: list in config.yaml"
 )
 MAX_LISTED_IN_ERROR = 10
+MAX_ALIAS_SHOWN = 100
+ORACLE_VENDORS = frozenset({"openai", "xai", "meta", "google", "cohere", "mistral"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class Route:
     query: str = ""
     adjustments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     usage_added: bool = False  # the gateway asked for the stream's usage chunk, not the client
+    alias: str | None = None  # the alias (exact name or glob) the requested model went through
 
     @property
     def target(self) -> Target:
@@ -85,6 +99,13 @@ def classify(method: str, path: str) -> Request:
         endpoint, allowed, model = Endpoint.MODEL, "GET", unquote(clean[len(MODEL_PREFIX) :])
     elif clean in ROUTES:
         (allowed, endpoint), model = ROUTES[clean], None
+    elif clean in NOT_AT_ORACLE:
+        raise GatewayError(
+            404,
+            f"{clean} is not served: Oracle's OpenAI-compatible API offers no "
+            f"{NOT_AT_ORACLE[clean]}. This gateway serves {SUPPORTED}.",
+            code="unknown_url",
+        )
     else:
         raise GatewayError(
             404,
@@ -174,10 +195,18 @@ def _stream_flag(document: dict[str, Any]) -> bool:
 
 
 def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
-    """The providers for a model id, preferred first; a pinned id names exactly one."""
+    """The providers for a model id or alias, preferred first; a pinned id names exactly one."""
     if candidates := inventory.find(model):
         return candidates
     echoed = clip_for_message(model)
+    if alias := inventory.alias_for(model):
+        raise GatewayError(
+            404,
+            f"The model {echoed} is an alias ({alias.origin}) of {alias.target!r}, which no "
+            f"provider serves now; {HOW_TO_ADD_MODELS}, or point the alias elsewhere.",
+            param="model",
+            code="model_not_found",
+        )
     if not inventory.providers:
         raise GatewayError(
             404,
@@ -206,13 +235,26 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
         )
     listed = [m.id for m in inventory.listing]
     shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
+    if looks_like_oracle_model(model):
+        advice = f"To use it, {HOW_TO_ADD_MODELS}."
+    else:  # an OpenAI (or other) name: Oracle does not know it; an alias maps it
+        name = model if len(model) <= MAX_ALIAS_SHOWN else "<name>"
+        advice = (
+            "Oracle does not serve this name; to send it to one of the models above, alias it: "
+            f"GOMODEL_ALIASES='{name}=<model>' or aliases: in config.yaml."
+        )
     raise GatewayError(
         404,
-        f"The model {echoed} does not exist on this gateway (available: {shown}). "
-        f"To use it, {HOW_TO_ADD_MODELS}.",
+        f"The model {echoed} does not exist on this gateway (available: {shown}). {advice}",
         param="model",
         code="model_not_found",
     )
+
+
+def looks_like_oracle_model(model: str) -> bool:
+    """vendor.model, the shape of every id Oracle's OpenAI-compatible API serves."""
+    vendor, dot, _ = model.rpartition("/")[2].partition(".")
+    return bool(dot) and vendor in ORACLE_VENDORS
 
 
 def check_body_size(size: int, limit: int) -> None:
@@ -303,4 +345,5 @@ def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool =
         request.query,
         adjustments,
         usage_added,
+        alias.name if (alias := inventory.alias_for(model)) else None,
     )
