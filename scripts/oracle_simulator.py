@@ -6,13 +6,28 @@ bearer keys answered with Oracle's own 401/404 bodies, /models missing unless as
 completions and responses (JSON or SSE, with configurable gaps between chunks), the reasoning
 models' small-max_tokens quirk, and an `opc-request-id` on every answer.
 
-Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received,
-POST /_sim/reset forgets them and restores the start settings, POST /_sim/settings changes
-them: list_models, models, chunk_delay, stream_bytes (pads chat streams to about that size),
-faults for generation calls (fail: statuses for the next requests, header_delay: seconds before
-answering, cut_after: events before a stream's connection is dropped), and redirects: a 302 to
-the given URL for the given endpoints, before any key check ({"models": url, "responses": url,
-"chat/completions": url}), as a misconfigured or hostile server in between would answer; and
+Tools and structured output, answered as OpenAI shapes them. A request with function `tools`
+(unless `tool_choice` is "none", or it ends with tool results) is answered with a call to the
+first function tool (or the one `tool_choice` names): chat's `message.tool_calls` with
+finish_reason "tool_calls" (streamed as a delta with the call's id, type and name, then
+`arguments` in pieces), the Responses API's `function_call` output item (streamed as
+output_item.added, function_call_arguments.delta/.done, output_item.done). Requests ending with
+tool results (chat's `tool` messages, Responses' `function_call_output` items) get a text answer
+quoting them. A `response_format` (chat) or `text.format` (Responses) of type json_schema is
+answered with JSON fitting the schema, as are a call's arguments with the tool's `parameters`:
+an object with the required properties, strings "example", integers 1, numbers 1.5, booleans
+true, arrays of one item, the first of an `enum` or `anyOf`; nothing else in the schema (such as
+$ref or minimum) is heeded. json_object is answered with {"answer": <the usual text>}.
+
+Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received
+(method, path, lower-cased headers, the parsed body, raw_body_size, and body_sha256: the SHA-256
+of the body's bytes, for checking that a body arrived unchanged), POST /_sim/reset forgets them
+and restores the start settings, POST /_sim/settings changes them: list_models, models,
+chunk_delay, stream_bytes (pads chat text streams to about that size), faults for generation
+calls (fail: statuses for the next requests, header_delay: seconds before answering, cut_after:
+events before a stream's connection is dropped), and redirects: a 302 to the given URL for the
+given endpoints, before any key check ({"models": url, "responses": url, "chat/completions":
+url}), as a misconfigured or hostile server in between would answer; and
 headers: extra [name, value] pairs on every answer.
 
     python scripts/oracle_simulator.py --port 0 --cert-dir /tmp/sim --api-key sk-test
@@ -88,19 +103,115 @@ def words_of(document: dict[str, Any]) -> int:
     return max(1, len(json.dumps(document.get("messages") or document.get("input") or "").split()))
 
 
+def content_text(content: Any) -> str:
+    """A message's content (or a tool result's output): a string, or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
 def last_user_text(document: dict[str, Any]) -> str:
     if isinstance(document.get("input"), str):
         return document["input"]
-    for message in reversed(document.get("messages") or document.get("input") or []):
+    for message in reversed(conversation(document)):
         if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(
-                    str(part.get("text", "")) for part in content if isinstance(part, dict)
-                )
+            return content_text(message.get("content"))
     return ""
+
+
+def conversation(document: dict[str, Any]) -> list[Any]:
+    """Chat's messages or the Responses API's input items."""
+    items = document.get("messages") or document.get("input")
+    return items if isinstance(items, list) else []
+
+
+def tool_results(document: dict[str, Any]) -> list[str]:
+    """The tool results the conversation ends with: chat's `tool` messages, the Responses API's
+    `function_call_output` items."""
+    results = []
+    for item in reversed(conversation(document)):
+        if isinstance(item, dict) and item.get("role") == "tool":
+            results.append(content_text(item.get("content")))
+        elif isinstance(item, dict) and item.get("type") == "function_call_output":
+            results.append(content_text(item.get("output")))
+        else:
+            break
+    return results[::-1]
+
+
+def function_tools(document: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, parameters) of each function tool: nested under "function" in chat, flat in the
+    Responses API."""
+    tools: list[tuple[str, Any]] = []
+    listed = document.get("tools")
+    for tool in listed if isinstance(listed, list) else []:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        if isinstance(spec.get("name"), str):
+            tools.append((spec["name"], spec.get("parameters")))
+    return tools
+
+
+def tool_to_call(document: dict[str, Any]) -> tuple[str, Any] | None:
+    """The function tool this request is answered with a call to, if any."""
+    tools, choice = function_tools(document), document.get("tool_choice")
+    if not tools or choice == "none" or tool_results(document):
+        return None
+    if isinstance(choice, dict):  # {"type": "function", "function": {"name"}} or {"name"}
+        named = choice.get("function") if isinstance(choice.get("function"), dict) else choice
+        return next((t for t in tools if t[0] == named.get("name")), tools[0])
+    return tools[0]
+
+
+PLACEHOLDERS = {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}
+
+
+def example(schema: Any, depth: int = 0) -> Any:
+    """A placeholder value fitting a simple JSON schema (see the module's docstring)."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example(schema[key][0], depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):  # ["string", "null"]: the first that is not null
+        kind = next((k for k in kind if k != "null"), "null")
+    if not isinstance(kind, str | None):
+        return None
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        return {
+            name: example(properties.get(name), depth + 1)
+            for name in required
+            if isinstance(name, str)
+        }
+    if kind == "array":
+        return [example(schema.get("items"), depth + 1)]
+    return PLACEHOLDERS.get(kind)
+
+
+def structured_text(document: dict[str, Any], text: str) -> str | None:
+    """The answer asked for by chat's `response_format` or the Responses API's `text.format`."""
+    text_options = document.get("text")
+    fmt = document.get("response_format")
+    if fmt is None and isinstance(text_options, dict):
+        fmt = text_options.get("format")
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": text})
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt
+        return json.dumps(example(spec.get("schema") or {"type": "object"}))
+    return None
 
 
 def output_budget(document: dict[str, Any]) -> int | None:
@@ -111,6 +222,8 @@ def output_budget(document: dict[str, Any]) -> int | None:
 
 
 def answer_text(model: str, document: dict[str, Any]) -> str:
+    if results := tool_results(document):
+        return f"Hello from {model} on the Oracle simulator. The tool said: {'; '.join(results)}"
     said = " ".join(last_user_text(document).split()[:20])
     return f"Hello from {model} on the Oracle simulator. You said: {said}"
 
@@ -209,6 +322,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": document,
             "raw_body_size": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
         }
         simulator.record(self.entry)
         path = self.path.split("?")[0]
@@ -293,7 +407,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_oracle_error(400, f"Model {model} is not supported by the Responses API.")
             return
         text = answer_text(model, document)
-        reasoning = None
+        reasoning, call = None, None
         finish = "stop"
         if (
             model.startswith(REASONING_PREFIXES)
@@ -301,14 +415,28 @@ class Handler(BaseHTTPRequestHandler):
             and budget <= REASONING_TOKENS
         ):
             reasoning, text, finish = "Thinking about the answer...", "", "length"
-        usage_in, usage_out = words_of(document), budget if reasoning else len(text.split())
+        elif tool := tool_to_call(document):
+            name, parameters = tool
+            arguments = example(parameters)
+            call = {
+                "call_id": f"call_{self.request_id[:24]}",
+                "name": name,
+                "arguments": json.dumps(arguments if isinstance(arguments, dict) else {}),
+            }
+            text, finish = "", "tool_calls"
+        elif (structured := structured_text(document, text)) is not None:
+            text = structured
+        output = call["arguments"] if call else text
+        usage_in, usage_out = words_of(document), budget if reasoning else len(output.split())
         if endpoint == "chat/completions":
-            self.chat_completion(document, model, text, reasoning, finish, usage_in, usage_out)
+            self.chat_completion(
+                document, model, text, reasoning, call, finish, usage_in, usage_out
+            )
         else:
-            self.create_response(document, model, text, finish, usage_in, usage_out)
+            self.create_response(document, model, text, call, finish, usage_in, usage_out)
 
     def chat_completion(
-        self, document, model, text, reasoning, finish, usage_in, usage_out
+        self, document, model, text, reasoning, call, finish, usage_in, usage_out
     ) -> None:
         completion_id = f"chatcmpl-{self.request_id[:24]}"
         created = int(time.time())
@@ -317,10 +445,17 @@ class Handler(BaseHTTPRequestHandler):
             "completion_tokens": usage_out,
             "total_tokens": usage_in + usage_out,
         }
+        tool_call = call and {
+            "id": call["call_id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
         if not document.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if reasoning:
                 message["reasoning_content"] = reasoning
+            if tool_call:
+                message.update(content=None, tool_calls=[tool_call])
             self.send_json(
                 200,
                 {
@@ -345,13 +480,23 @@ class Handler(BaseHTTPRequestHandler):
             }
             return f"data: {json.dumps(payload)}\n\n".encode()
 
-        events = [chunk({"role": "assistant", "content": ""})]
-        if reasoning:
-            events.append(chunk({"reasoning_content": reasoning}))
-        events += [chunk({"content": word}) for word in _pieces(text)]
-        if padding := self.server.simulator.settings["stream_bytes"]:
-            filler = chunk({"content": "x" * FILLER_SIZE})
-            events += [filler] * (padding // len(filler))
+        if tool_call:
+            # OpenAI's shape: the call's id, type and name first, then its arguments in pieces.
+            opening = {"index": 0, **tool_call, "function": {**tool_call["function"]}}
+            opening["function"]["arguments"] = ""
+            events = [chunk({"role": "assistant", "content": None, "tool_calls": [opening]})]
+            events += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in _slices(tool_call["function"]["arguments"])
+            ]
+        else:
+            events = [chunk({"role": "assistant", "content": ""})]
+            if reasoning:
+                events.append(chunk({"reasoning_content": reasoning}))
+            events += [chunk({"content": word}) for word in _pieces(text)]
+            if padding := self.server.simulator.settings["stream_bytes"]:
+                filler = chunk({"content": "x" * FILLER_SIZE})
+                events += [filler] * (padding // len(filler))
         events.append(chunk({}, finish))
         if (document.get("stream_options") or {}).get("include_usage"):
             usage_chunk = json.loads(chunk({})[6:])
@@ -361,28 +506,33 @@ class Handler(BaseHTTPRequestHandler):
         events.append(b"data: [DONE]\n\n")
         self.send_events(events)
 
-    def create_response(self, document, model, text, finish, usage_in, usage_out) -> None:
+    def create_response(self, document, model, text, call, finish, usage_in, usage_out) -> None:
         response_id = f"resp_{self.request_id[:24]}"
-        item_id = f"msg_{self.request_id[:24]}"
         incomplete = finish == "length"
+        status = "incomplete" if incomplete else "completed"
         content = [{"type": "output_text", "text": text, "annotations": []}]
-        item = {
-            "id": item_id,
-            "type": "message",
-            "status": "incomplete" if incomplete else "completed",
-            "role": "assistant",
-            "content": content,
-        }
+        if call:
+            item_id = f"fc_{self.request_id[:24]}"
+            item = {"id": item_id, "type": "function_call", "status": status, **call}
+        else:
+            item_id = f"msg_{self.request_id[:24]}"
+            item = {
+                "id": item_id,
+                "type": "message",
+                "status": status,
+                "role": "assistant",
+                "content": content,
+            }
         response: dict[str, Any] = {
             "id": response_id,
             "object": "response",
             "created_at": int(time.time()),
-            "status": "incomplete" if incomplete else "completed",
+            "status": status,
             "model": model,
             "output": [item],
             "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": document.get("tool_choice", "auto"),
+            "tools": document.get("tools") or [],
             "usage": {
                 "input_tokens": usage_in,
                 "output_tokens": usage_out,
@@ -403,19 +553,40 @@ class Handler(BaseHTTPRequestHandler):
             return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
-        empty_item = {**item, "status": "in_progress", "content": []}
-        part = {"type": "output_text", "text": "", "annotations": []}
-        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
         events = [
             event("response.created", response=started),
             event("response.in_progress", response=started),
-            event("response.output_item.added", output_index=0, item=empty_item),
-            event("response.content_part.added", part=part, **where),
         ]
-        events += [event("response.output_text.delta", delta=p, **where) for p in _pieces(text)]
+        if call:
+            where = {"item_id": item_id, "output_index": 0}
+            empty_item = {**item, "status": "in_progress", "arguments": ""}
+            events.append(event("response.output_item.added", output_index=0, item=empty_item))
+            events += [
+                event("response.function_call_arguments.delta", delta=piece, **where)
+                for piece in _slices(call["arguments"])
+            ]
+            events.append(
+                event(
+                    "response.function_call_arguments.done",
+                    name=call["name"],
+                    arguments=call["arguments"],
+                    **where,
+                )
+            )
+        else:
+            empty_item = {**item, "status": "in_progress", "content": []}
+            part = {"type": "output_text", "text": "", "annotations": []}
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            events += [
+                event("response.output_item.added", output_index=0, item=empty_item),
+                event("response.content_part.added", part=part, **where),
+            ]
+            events += [event("response.output_text.delta", delta=p, **where) for p in _pieces(text)]
+            events += [
+                event("response.output_text.done", text=text, **where),
+                event("response.content_part.done", part=content[0], **where),
+            ]
         events += [
-            event("response.output_text.done", text=text, **where),
-            event("response.content_part.done", part=content[0], **where),
             event("response.output_item.done", output_index=0, item=item),
             event("response.incomplete" if incomplete else "response.completed", response=response),
         ]
@@ -426,6 +597,12 @@ def _pieces(text: str) -> list[str]:
     """The text as stream deltas: one per word, spaces kept."""
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words) if w or i == 0] if text else []
+
+
+def _slices(text: str, size: int = 5) -> list[str]:
+    """A tool call's arguments as stream deltas: pieces of a few characters, cutting through
+    JSON tokens as a model's output does."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class SimulatorServer(ThreadingHTTPServer):

@@ -278,3 +278,83 @@ def test_an_error_event_in_a_responses_stream_is_numbered_after_the_last_event()
     assert summary.last_sequence_number == 7
     assert json.loads(event.decode().split("data: ", 1)[1])["sequence_number"] == 8
     assert StreamSummary().next_sequence_number == 0
+
+
+# -- tool calls in streams ------------------------------------------------------------------------
+
+
+def sse(*payloads: dict, event_names: bool = False) -> bytes:
+    blocks = []
+    for payload in payloads:
+        name = f"event: {payload['type']}\n" if event_names else ""
+        blocks.append(f"{name}data: {json.dumps(payload)}\n\n".encode())
+    return b"".join(blocks)
+
+
+def tool_call_chat_stream(finish_reason: str, include_usage: bool) -> bytes:
+    """A chat stream answering with a tool call, shaped as OpenAI streams one."""
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    opening = {"index": 0, "id": "call_1", "type": "function"}
+    opening["function"] = {"name": "get_weather", "arguments": ""}
+    chunks = [chunk({"role": "assistant", "content": None, "tool_calls": [opening]})]
+    for piece in ['{"cit', 'y": "P', 'aris"}']:
+        chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    chunks.append(chunk({}, finish_reason))
+    if include_usage:
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5}})
+    return sse(*chunks) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("finish_reason", ["tool_calls", "length"])
+def test_a_tool_call_stream_is_counted_and_never_called_starved(finish_reason: str) -> None:
+    summary = StreamSummary()
+    for byte in tool_call_chat_stream(finish_reason, include_usage=True):
+        summary.feed(bytes([byte]))
+
+    assert (summary.events, summary.done, summary.tokens()) == (7, True, (12, 5))
+    assert summary.cut_short is (finish_reason == "length")
+    assert not summary.starved  # the budget ran out, but after an answer: the tool call
+
+
+def test_a_responses_function_call_stream_is_counted_and_never_called_starved() -> None:
+    item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather"}
+    response = {"status": "incomplete", "usage": {"input_tokens": 4, "output_tokens": 6}}
+    stream = sse(
+        {"type": "response.output_item.added", "item": {**item, "arguments": ""}},
+        {"type": "response.function_call_arguments.delta", "delta": '{"city"'},
+        {"type": "response.function_call_arguments.delta", "delta": ': "Par'},
+        {"type": "response.output_item.done", "item": {**item, "arguments": '{"city": "Par'}},
+        {"type": "response.incomplete", "response": response},
+        event_names=True,
+    )
+    summary = StreamSummary()
+    summary.feed(stream)
+
+    assert summary.tokens() == (4, 6) and summary.cut_short
+    assert not summary.starved
+
+
+def test_a_stream_cut_short_before_text_or_a_tool_call_is_still_starved() -> None:
+    summary = StreamSummary()
+    summary.feed(
+        sse(
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        )
+    )
+    assert summary.starved
+
+
+@given(cuts=st.lists(st.integers(0, 2000), max_size=12))
+def test_only_the_usage_chunk_is_dropped_from_a_tool_call_stream(cuts: list[int]) -> None:
+    stream = tool_call_chat_stream("tool_calls", include_usage=True)
+    hide, start, out = UsageChunkFilter(), 0, b""
+    for cut in sorted({min(c, len(stream)) for c in cuts}):
+        out += hide.feed(stream[start:cut])
+        start = max(start, cut)
+    out += hide.feed(stream[start:]) + hide.feed(b"")
+    assert out == tool_call_chat_stream("tool_calls", include_usage=False)

@@ -393,6 +393,25 @@ def test_parameter_maps_rename_before_budgets_apply() -> None:
         ),
         ({"status": "completed", "output": []}, False),
         ([], False),
+        (  # a tool call is an answer, even cut short
+            {
+                "choices": [
+                    {
+                        "message": {"content": None, "tool_calls": [{"id": "call_1"}]},
+                        "finish_reason": "length",
+                    }
+                ]
+            },
+            False,
+        ),
+        (
+            {
+                "status": "incomplete",
+                "incomplete_details": {"reason": "max_output_tokens"},
+                "output": [{"type": "function_call", "arguments": "{"}],
+            },
+            False,
+        ),
     ],
 )
 def test_starved_answers_are_recognised(answer, expected: bool) -> None:

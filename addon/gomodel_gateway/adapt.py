@@ -68,15 +68,20 @@ def adapt(document: dict[str, Any], model: str, rules: ModelRules) -> list[str]:
 
 
 def starved(document: Any) -> bool:
-    """An answer cut off by its output budget before any visible text (chat or responses)."""
+    """An answer cut off by its output budget before any visible text or tool call (chat or
+    responses)."""
     if not isinstance(document, dict):
         return False
     choices = document.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         message = choices[0].get("message") or {}
-        return choices[0].get("finish_reason") == "length" and not message.get("content")
+        said = message.get("content") or message.get("tool_calls")
+        return choices[0].get("finish_reason") == "length" and not said
     details = document.get("incomplete_details")
     if document.get("status") == "incomplete" and isinstance(details, dict):
+        outputs = [i for i in document.get("output") or [] if isinstance(i, dict)]
+        if any(item.get("type") == "function_call" for item in outputs):
+            return False
         text = "".join(
             part.get("text", "")
             for item in document.get("output") or []

@@ -11,6 +11,8 @@ from typing import Any
 from . import safejson
 
 DONE = "[DONE]"
+# Responses API events carrying the answer's visible output, as text or as a tool call.
+OUTPUT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class StreamSummary:
     done: bool = False
     usage: dict[str, Any] | None = None
     error: str | None = None
-    text_seen: bool = False
+    text_seen: bool = False  # visible output: text, or a tool call's arguments
     cut_short: bool = False  # the output budget ran out (finish_reason "length", incomplete)
     last_sequence_number: int | None = None  # of the Responses API's events
     parser: SSEParser = field(default_factory=SSEParser)
@@ -90,7 +92,7 @@ class StreamSummary:
 
     @property
     def starved(self) -> bool:
-        """Cut off by its output budget before any visible text."""
+        """Cut off by its output budget before any visible text or tool call."""
         return self.cut_short and not self.text_seen
 
     def feed(self, chunk: bytes) -> None:
@@ -110,11 +112,11 @@ class StreamSummary:
         for choice in payload.get("choices") or []:
             if isinstance(choice, dict):
                 delta = choice.get("delta")
-                if isinstance(delta, dict) and delta.get("content"):
+                if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
                     self.text_seen = True
                 if choice.get("finish_reason") == "length":
                     self.cut_short = True
-        if payload.get("type") == "response.output_text.delta" and payload.get("delta"):
+        if payload.get("type") in OUTPUT_DELTAS and payload.get("delta"):
             self.text_seen = True
         sequence = payload.get("sequence_number")
         if isinstance(sequence, int) and not isinstance(sequence, bool):
