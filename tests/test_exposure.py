@@ -3,6 +3,7 @@ real mitmdump. Every load here is bounded and stays on loopback."""
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -618,18 +619,23 @@ def test_raw_tcp_in_a_gateway_tunnel_reaches_nothing(tmp_path: Path, chicago: Si
     assert b"captured" not in answer
 
 
-def test_nested_tunnels_to_the_proxy_itself_are_refused(tmp_path: Path, chicago: Simulator) -> None:
-    """CONNECT 0:port (this proxy, in a spelling mitmproxy's own guard does not know), then raw
-    TCP that would be relayed back into the proxy: a CONNECT inside a CONNECT, and so on."""
+@pytest.mark.parametrize("kind", ["zero", "machine-name"])
+def test_nested_tunnels_to_the_proxy_itself_are_refused(
+    tmp_path: Path, chicago: Simulator, kind: str
+) -> None:
+    """CONNECT 0:port (this proxy, in a spelling mitmproxy's own guard does not know) or the
+    machine's own name, then raw TCP that would be relayed back into the proxy: a CONNECT
+    inside a CONNECT, and so on."""
+    host = "0" if kind == "zero" else this_machines_name()
     gateway = start_gateway(tmp_path, chicago.oracle_env("xai.grok-4"))  # open: auto, loopback
     try:
         fds = open_fds(gateway)
         answers = [
             connect_then_raw(
                 gateway.port,
-                f"0:{gateway.port}",
+                f"{host}:{gateway.port}",
                 b"CO",
-                f"NNECT 0:{gateway.port} HTTP/1.1\r\n\r\n".encode(),
+                f"NNECT {host}:{gateway.port} HTTP/1.1\r\n\r\n".encode(),
             )
             for _ in range(20)
         ]
@@ -727,3 +733,86 @@ def test_an_oracle_header_with_control_characters_is_dropped(
     assert "x-request-id" not in plain.http_response.headers
     assert chunks and chunks[-1].choices[0].finish_reason == "stop"
     assert "Traceback" not in team_gateway.log()
+
+
+# -- what refused requests leave behind -----------------------------------------------------------
+
+
+def test_refused_requests_with_bodies_leave_no_flow_behind(team_gateway: Gateway) -> None:
+    """Each early refusal once kept its flow alive (the refusal's traceback held it)."""
+    raw = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    for _ in range(200):
+        exchange(team_gateway.port, raw)
+    rss = rss_kib(team_gateway)
+    for _ in range(2000):
+        exchange(team_gateway.port, raw)
+    time.sleep(0.5)
+
+    assert rss_kib(team_gateway) - rss < 5 * 1024  # was about 30 MiB
+
+
+def h2_streams_without_a_key(gateway: Gateway, count: int) -> list[str]:
+    """`count` HTTP/2 streams at once over one TLS connection (CONNECT to a gateway hostname):
+    the status of each."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    raw.sendall(b"CONNECT gomodel.local:443 HTTP/1.1\r\nHost: gomodel.local:443\r\n\r\n")
+    assert b" 200 " in raw.recv(4096)
+    context = ssl.create_default_context(cafile=str(gateway.ca))
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(raw, server_hostname="gomodel.local")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    for _ in range(count):
+        stream = connection.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":scheme", "https"),
+            (":authority", "gomodel.local"),
+        ]
+        connection.send_headers(stream, headers)
+        connection.send_data(stream, b"{}", end_stream=True)
+    tls.sendall(connection.data_to_send())
+    statuses: dict[int, str] = {}
+    deadline = time.monotonic() + 10
+    with tls:
+        while len(statuses) < count and time.monotonic() < deadline:
+            for event in connection.receive_data(tls.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = dict(event.headers)[b":status"].decode()
+            tls.sendall(connection.data_to_send())
+    return list(statuses.values())
+
+
+def test_refused_http2_streams_leave_no_socket_behind(team_gateway: Gateway) -> None:
+    """Concurrent refused streams once left mitmproxy's connection to the relay half-closed, a
+    descriptor each, for good."""
+    fds = open_fds(team_gateway)
+    statuses = [s for _ in range(3) for s in h2_streams_without_a_key(team_gateway, 50)]
+    time.sleep(1)
+
+    assert statuses == ["401"] * 150
+    assert open_fds(team_gateway) <= fds + 2
+
+
+def test_a_refused_head_request_gets_no_body(team_gateway: Gateway) -> None:
+    """HEAD then GET on one connection: a body after the HEAD answer would be read as the next
+    answer's start."""
+    raw = (
+        b"HEAD /health HTTP/1.1\r\nHost: gomodel.local\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: gomodel.local\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", team_gateway.port), timeout=5) as connection:
+        connection.sendall(raw)
+        time.sleep(0.5)
+        answer = connection.recv(65536)
+
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 401")  # no key: refused before its path is judged
+    assert rest.startswith(b"HTTP/1.1 200")  # the GET's answer comes right after the HEAD's

@@ -18,6 +18,8 @@ Replays (mitmweb's replay button, `mitmdump -C`) of gateway flows go through the
 Every hook fails closed: an exception answers the client with a 502 and forwards nothing.
 """
 
+import asyncio
+import dataclasses
 import functools
 import inspect
 import json
@@ -44,7 +46,7 @@ from .exposure import (
     passthrough_refused,
     preflight_headers,
 )
-from .hosts import is_gateway_request, is_listen_address
+from .hosts import ip_address, is_gateway_request, is_listen_address
 from .lifecycle import Runtime
 from .relay import REFUSAL_PATH
 from .routing import (
@@ -64,13 +66,15 @@ from .upstream import (
     check_forwarded_headers,
     is_returned,
     shown_headers,
-    upstream_url,
+    upstream_location,
 )
 from .workarounds import close_leftover_socket
 
 logger = logging.getLogger("gomodel")
 
 MAX_LOGGED_URL = 200
+LOOP_REFUSAL = "gomodel: the destination is this proxy itself (a loop)"
+RESOLVE_SECONDS = 2.0
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
 __all__ = ["REDACTED", "GoModel"]
 
@@ -234,7 +238,9 @@ class GoModel:
         if not (may_have_body(flow.request) and self.runtime.relay.port):
             self.refuse(flow, call, error)
             return
-        call.refusal = error
+        # A fresh copy: the raised one's traceback holds this hook's frame, and with it the
+        # flow, which would then never leave the weak map of calls.
+        call.refusal = dataclasses.replace(error)
         flow.request.stream = drop_body
         self.point_at_relay(flow, call, REFUSAL_PATH)
 
@@ -328,7 +334,8 @@ class GoModel:
         self.finish(flow, call)
 
     def refuse(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
-        flow.response = http.Response.make(error.status, error.body(), error.response_headers())
+        body = b"" if flow.request.method == "HEAD" else error.body()  # HEAD: never a body
+        flow.response = http.Response.make(error.status, body, error.response_headers())
         call.error = error.code
         self.finish(flow, call)
 
@@ -408,31 +415,45 @@ class GoModel:
         if target is None or planned is None:
             return
         provider, client = target.provider, flow.request
-        shown = http.Request.make(
-            client.method,
-            upstream_url(provider, planned.endpoint.value, ""),
-            planned.bodies[provider.name],
-            wire_headers(shown_headers(call.client_headers, provider)),
-        )
+        host, port, path = upstream_location(provider.base_url, planned.endpoint.value)
         if planned.query:  # any bytes a client sent: not re-parsed as a URL
-            shown.path = f"{shown.path}?{planned.query}"
-        shown.http_version = client.http_version
-        shown.timestamp_start, shown.timestamp_end = client.timestamp_start, client.timestamp_end
+            path = f"{path}?{planned.query}"
+        shown = http.Request(  # the constructor: no URL to parse again on every call
+            host,
+            port,
+            client.data.method,
+            b"https",
+            b"",
+            path.encode("utf-8", "surrogateescape"),
+            client.data.http_version,
+            wire_headers(shown_headers(call.client_headers, provider)),
+            planned.bodies[provider.name],
+            None,
+            client.timestamp_start,
+            client.timestamp_end,
+        )
         flow.request = shown
 
     # -- connections ---------------------------------------------------------------------------
 
     def client_disconnected(self, client: connection.Client) -> None:
-        if close_leftover_socket(ctx.master.addons.get("proxyserver"), client):
+        if close_leftover_socket(ctx.master.addons.get("proxyserver"), client, client):
             logger.debug("gomodel: closed a client socket mitmproxy left open")
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+    def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if close_leftover_socket(proxyserver, data.client, data.server):
+            logger.debug("gomodel: closed a server socket mitmproxy left open")
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Every connection mitmproxy itself opens (HTTP, raw TCP inside a tunnel, UDP): while
         pass-through is closed, only to the relay, since the gateway needs nothing else; never
-        to this proxy, under any name of this machine. (A killed TCP flow is still connected by
-        mitmproxy, so this is where raw traffic is stopped.)"""
+        to this proxy, under any name of this machine (a hostname is resolved first). (A killed
+        TCP flow is still connected by mitmproxy, so this is where raw traffic is stopped.)"""
         try:
             refusal = self.connection_refusal(data.server.address)
+            if refusal is None and data.server.address and self.runtime.exposure.open:
+                refusal = await self.resolved_loop(data.server.address)
         except Exception:  # fail closed: an unexpected error must not open the proxy
             logger.exception("gomodel: failed to check a server connection")
             refusal = "gomodel: internal error while checking the destination"
@@ -447,10 +468,29 @@ class GoModel:
             return None
         if not runtime.exposure.open:
             return "gomodel: pass-through is closed; this proxy connects only for the gateway"
-        proxyserver = ctx.master.addons.get("proxyserver")
-        if is_listen_address(host, port, proxyserver.listen_addrs() if proxyserver else ()):
-            return "gomodel: the destination is this proxy itself (a loop)"
+        if is_listen_address(host, port, self.listen_addresses()):
+            return LOOP_REFUSAL
         return None
+
+    async def resolved_loop(self, address: tuple[str, int]) -> str | None:
+        """A hostname that resolves to this proxy (the machine's own name, say) is a loop too."""
+        host, port = address[0], address[1]
+        if ip_address(host) is not None:
+            return None
+        try:
+            async with asyncio.timeout(RESOLVE_SECONDS):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except (OSError, TimeoutError):
+            return None  # mitmproxy's own connection attempt will fail and say why
+        listening = self.listen_addresses()
+        if any(is_listen_address(str(info[4][0]), port, listening) for info in infos):
+            return LOOP_REFUSAL
+        return None
+
+    @staticmethod
+    def listen_addresses() -> list[Any]:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        return proxyserver.listen_addrs() if proxyserver else []
 
     # -- the record ----------------------------------------------------------------------------
 

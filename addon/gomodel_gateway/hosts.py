@@ -1,5 +1,6 @@
 """Which requests are for the gateway: its hostnames, or the proxy's own listening address."""
 
+import functools
 import ipaddress
 import re
 import socket
@@ -9,6 +10,7 @@ from typing import Any
 LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain"})
+MAX_HOSTNAME = 253
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,12 +57,18 @@ def names_this_machine(host: str, listen_host: str) -> bool:
     """Whether a host, in any spelling, is this machine as seen from the proxy's listening
     address: loopback, the unspecified address (0.0.0.0 connects to the local machine), or the
     listening address itself."""
-    host = host.lower().rstrip(".")
+    if len(host) > MAX_HOSTNAME:  # no name of anything; and the cache below stays small
+        return False
+    return _names_this_machine(host.lower().rstrip("."), listen_host.lower())
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every request, for a handful of names
+def _names_this_machine(host: str, listen_host: str) -> bool:
     if is_loopback(host):
         return True
     address = ip_address(host)
     if address is None:
-        return host == listen_host.lower()
+        return host == listen_host
     return address.is_unspecified or address == ip_address(listen_host)
 
 

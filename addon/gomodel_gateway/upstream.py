@@ -6,8 +6,10 @@ headers or other services' keys never reach Oracle, and Oracle's cookies, auth c
 internal headers never reach clients.
 """
 
+import functools
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from .config import Provider
 from .errors import GatewayError, clip_for_message
@@ -35,6 +37,13 @@ INVALID_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 PROJECT_OCID = re.compile(
     r"^ocid1\.generativeaiproject\.[a-z0-9_-]+\.[a-z0-9_-]*\.[A-Za-z0-9._-]+$"
 )
+
+
+@functools.lru_cache(maxsize=256)
+def upstream_location(base_url: str, endpoint: str) -> tuple[str, int, str]:
+    """(host, port, path) of {base_url}/{endpoint}, computed once per provider and endpoint."""
+    parts = urlsplit(f"{base_url}/{endpoint}")
+    return parts.hostname or "", parts.port or 443, parts.path
 
 
 def upstream_url(provider: Provider, endpoint: str, query: str) -> str:
@@ -89,7 +98,7 @@ def shown_headers(
 ) -> list[tuple[str, str]]:
     """The headers a call went to Oracle with, as mitmweb and flow files show them: the key
     redacted."""
-    shown = [("host", provider.host)]
+    shown = [("host", urlsplit(provider.base_url).netloc)]
     for name, value in outgoing_headers(client_headers, provider):
         shown.append((name, REDACTED if name.lower() == "authorization" else value))
     return shown

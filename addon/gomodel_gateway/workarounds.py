@@ -1,12 +1,14 @@
 """Two places where mitmproxy 12 lets a stranger cost the gateway, mended from outside.
 
-- **Sockets left open.** When mitmproxy closes a client connection while that client is still
-  sending (a refused upload), its connection handler can be cancelled while it waits to process
-  the data it read; the handler then ends without closing the socket (proxy/server.py,
-  `handle_connection`). The socket stays open, unread, until garbage collection: a client that
-  keeps uploading hangs instead of seeing the connection reset, and each such connection keeps a
-  file descriptor. `close_leftover_socket`, called from the `client_disconnected` hook (which runs
-  after the handler ended), releases both.
+- **Sockets left open.** When mitmproxy closes a connection while data from it is still being
+  processed (a client still uploading a refused body; with several HTTP/2 streams at once, the
+  relay's side of each refused stream), its connection handler can be cancelled while it waits;
+  the handler then ends without closing the socket (proxy/server.py, `handle_connection`). The
+  socket stays open until garbage collection: a client that keeps uploading hangs instead of
+  seeing the connection reset, and each such connection keeps a file descriptor (one per
+  refused HTTP/2 stream, a stranger's to spend). `close_leftover_socket`, called from the
+  `client_disconnected` and `server_disconnected` hooks (which run after the handler ended),
+  releases them.
 - **Unbounded request heads.** An HTTP/1 request head is buffered until its blank line arrives,
   however long it gets (`Http1Server.read_headers`: "FIXME: protect against header size DoS"),
   and re-scanned on every read: 30 MB of header lines without an end cost 130 MB of memory and a
@@ -27,10 +29,13 @@ from .errors import error_body
 MAX_REQUEST_HEAD = 64 * 1024
 
 
-def close_leftover_socket(proxyserver: Any, client: connection.Client) -> bool:
-    """Close the client's socket if mitmproxy did not; True when it had to."""
+def close_leftover_socket(
+    proxyserver: Any, client: connection.Client, closed: connection.Connection
+) -> bool:
+    """Close the socket of a connection (the client's, or one to a server) that mitmproxy says
+    is disconnected but left open; True when it had to."""
     handler = proxyserver.connections.get(client.id) if proxyserver else None
-    io = handler.transports.get(client) if handler else None
+    io = handler.transports.get(closed) if handler else None
     writer = io.writer if io else None
     if writer is None or writer.is_closing():
         return False
