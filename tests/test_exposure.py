@@ -308,10 +308,10 @@ def this_machines_name() -> str:
 def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
     tmp_path: Path, chicago: Simulator, kind: str
 ) -> None:
-    """An open proxy on every interface with a second listener: a request for it reaches the
+    """An open proxy on every interface with a second listener: a request for it would reach the
     proxy itself under a name mitmproxy's own self-connect check does not know. 127.0.0.2 is
-    recognised before any connection; a name of this machine is forwarded once and recognised
-    by the Via mark the gateway put on it."""
+    recognised from the headers, a name of this machine once resolved; both before any
+    connection. (The Via mark catches what neither can tell, e.g. a streamed request body.)"""
     host = "127.0.0.2" if kind == "another-spelling" else this_machines_name()
     second = free_port()
     gateway = start_gateway(

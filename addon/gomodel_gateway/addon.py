@@ -267,6 +267,12 @@ class GoModel:
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         call = self.calls.get(flow)
+        if call is None and not flow.response and self.runtime.exposure.open:
+            # Passed through: a name of this machine that the headers could not tell (it has
+            # to be resolved) would bring the request back here.
+            if await self.resolved_loop((flow.request.host, flow.request.port)):
+                self.refuse(flow, self.start(flow), loop_detected())
+            return
         if call is None or call.request is None or flow.response:
             return
         runtime = self.runtime
