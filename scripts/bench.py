@@ -71,6 +71,7 @@ from processes import (
     free_port,
     spawn,
     start_gateway,
+    start_simulator,
 )
 
 ORACLE_KEY = "sk-bench-oracle"
@@ -507,24 +508,8 @@ def percentile(values: list[float], fraction: float) -> float:
 # -- the rows -------------------------------------------------------------------------------------
 
 
-def start_simulator(workdir: Path) -> Simulator:
-    workdir.mkdir(parents=True, exist_ok=True)
-    process = spawn(
-        [
-            sys.executable,
-            str(BENCH_SIMULATOR),
-            "--port",
-            "0",
-            "--cert-dir",
-            str(workdir),
-            "--api-key",
-            ORACLE_KEY,
-        ],
-        workdir / "simulator.log",
-        clean_env(),
-    )
-    match = process.wait_for(r"listening at (https://\S+)")
-    return Simulator(process, match.group(1), workdir / "ca.pem", ORACLE_KEY)
+def start_bench_simulator(workdir: Path) -> Simulator:
+    return start_simulator(workdir, ORACLE_KEY, script=BENCH_SIMULATOR)
 
 
 def start_bare(workdir: Path, simulator: Simulator) -> Row:
@@ -633,7 +618,7 @@ def wait_until_up(url: str, process: Process, timeout: float) -> bool:
 
 async def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gomodel-bench-"))
-    simulator = start_simulator(workdir / "sim")
+    simulator = start_bench_simulator(workdir / "sim")
     processes: list[Process] = [simulator.process]
     try:
         gateway = start_gateway(workdir / "gw", simulator.oracle_env(MODEL), ca=simulator.ca)

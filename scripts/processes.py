@@ -123,12 +123,15 @@ class Simulator:
         self._call("POST", "/_sim/settings", settings)
 
 
-def start_simulator(workdir: Path, api_key: str, *extra: str) -> Simulator:
+def start_simulator(
+    workdir: Path, api_key: str, *extra: str, script: Path = SIMULATOR
+) -> Simulator:
+    """The Oracle simulator (or a script that runs it with other settings, as the bench's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     process = spawn(
         [
             sys.executable,
-            str(SIMULATOR),
+            str(script),
             "--port",
             "0",
             "--cert-dir",
