@@ -64,12 +64,12 @@ def names_this_machine(host: str, listen_host: str) -> bool:
 
 @functools.lru_cache(maxsize=1024)  # asked on every request, for a handful of names
 def _names_this_machine(host: str, listen_host: str) -> bool:
-    if is_loopback(host):
+    if host in LOCAL_NAMES:
         return True
-    address = ip_address(host)
+    address = ip_address(host)  # parsed once (is_loopback would parse it again)
     if address is None:
         return host == listen_host
-    return address.is_unspecified or address == ip_address(listen_host)
+    return address.is_loopback or address.is_unspecified or address == ip_address(listen_host)
 
 
 def is_gateway_request(

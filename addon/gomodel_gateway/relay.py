@@ -24,6 +24,7 @@ import secrets
 from aiohttp import web
 
 from .call import Call
+from .config import Provider
 from .errors import GatewayError
 from .routing import Endpoint
 from .sse import error_event
@@ -138,7 +139,7 @@ class StreamRelay:
                         await response.write(out)
             except StreamBroken as broken:
                 call.broken = str(broken)
-                await response.write(self.broken_event(call, broken))
+                await response.write(self.broken_event(call, reply.target.provider, broken))
             if tail := call.pass_chunk(b""):
                 await response.write(tail)
             await response.write_eof()
@@ -152,17 +153,15 @@ class StreamRelay:
         return response
 
     @staticmethod
-    def broken_event(call: Call, broken: StreamBroken) -> bytes:
-        provider = call.answered_by.provider if call.answered_by else None
-        name, host = (provider.name, provider.host) if provider else ("?", "?")
+    def broken_event(call: Call, provider: Provider, broken: StreamBroken) -> bytes:
         logger.warning(
             "gomodel: stream from %s (%s) broke: %s; opc-request-id=%s",
-            name,
-            host,
+            provider.name,
+            provider.host,
             broken,
             call.request_id or "-",
         )
-        message = f"Oracle ({name}, {host}): {broken}. The stream is incomplete."
+        message = f"Oracle ({provider.name}, {provider.host}): {broken}. The stream is incomplete."
         responses_api = call.route is not None and call.route.endpoint is Endpoint.RESPONSES
         sequence = call.stream.next_sequence_number if call.stream else 0
         return error_event(
