@@ -169,7 +169,11 @@ class Runtime:
         if self.config_watch:
             self.config_watch.cancel()
         self.config_watch = asyncio.get_running_loop().create_task(
-            watch_file(self.settings.config_path, self.reload_config_file),
+            watch_file(
+                self.settings.config_path,
+                self.settings.config_stamp,
+                self.reload_config_file,
+            ),
             name="gomodel config watch",
         )
 

@@ -16,6 +16,7 @@ from .accesslog import AccessLog, parse_bool, parse_format
 from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
+from .watch import Stamp, file_stamp
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -118,6 +119,9 @@ class Settings:
     allowed_origins: frozenset[str] = frozenset()
     stream_body_size: int = 1024 * 1024
     list_aliases_only: bool = False
+    # The config file's stamp from just before it was read: the watch starts from it, so an
+    # edit made between reading and watching is not missed.
+    config_stamp: Stamp = None
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -149,6 +153,7 @@ def read_settings(reload: bool = False) -> Settings:
     access_log = AccessLog(log_format, Path(log_file).expanduser() if log_file else None)
     explicit = bool(ctx.options.gomodel_config)
     path = Path(ctx.options.gomodel_config).expanduser() if explicit else DEFAULT_CONFIG
+    stamp = file_stamp(path)
     config = load_config(path, os.environ, required=explicit, reload=reload)
     return Settings(
         hosts,
@@ -162,6 +167,7 @@ def read_settings(reload: bool = False) -> Settings:
         allowed_origins,
         sizes["gomodel_stream_body_size"],
         list_aliases_only,
+        stamp,
     )
 
 

@@ -22,10 +22,10 @@ def file_stamp(path: Path) -> Stamp:
 
 
 async def watch_file(
-    path: Path, on_change: Callable[[], None], poll_seconds: float = POLL_SECONDS
+    path: Path, seen: Stamp, on_change: Callable[[], None], poll_seconds: float = POLL_SECONDS
 ) -> None:
-    """Call on_change each time the file's stamp differs from the last one seen."""
-    seen = file_stamp(path)
+    """Call on_change each time the file's stamp differs from the last one seen (`seen`: the
+    stamp of the version already read)."""
     while True:
         await asyncio.sleep(poll_seconds)
         current = file_stamp(path)
