@@ -13,6 +13,7 @@ from gomodel_gateway.config import (
     parse_model_list,
     parse_yaml,
 )
+from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
 
 CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
 FRANKFURT = "https://inference.generativeai.eu-frankfurt-1.oci.oraclecloud.com/openai/v1"
@@ -526,7 +527,8 @@ def test_a_reload_loads_a_file_with_keys_and_a_first_load_still_accepts_an_empty
 
 
 def guarded(*keys: str, source: str | None = "c.yaml") -> GatewayConfig:
-    return GatewayConfig((), source=source, master_keys=keys)
+    ring = KeyRing(tuple(ClientKey(MASTER, digest(key)) for key in keys))
+    return GatewayConfig((), source=source, keys=ring)
 
 
 @pytest.mark.parametrize(
@@ -546,7 +548,7 @@ def test_a_reload_may_change_master_keys_but_never_remove_them_all(previous, new
     if not refused:
         check_reload(previous, new)
         return
-    with pytest.raises(ConfigError, match="removing master keys takes a restart") as caught:
+    with pytest.raises(ConfigError, match="removing every key takes a restart") as caught:
         check_reload(previous, new)
     assert "the previous configuration keeps serving" in str(caught.value)
     assert (new.source or "the new configuration") in str(caught.value)

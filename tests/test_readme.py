@@ -44,4 +44,4 @@ def test_readme_yaml_examples_parse_and_full_configs_load(
     assert config.providers, config.warnings
     assert config.warnings == ()
     if "master_keys" in block:
-        assert len(config.master_keys) >= 2
+        assert len(config.keys.keys) >= 2

@@ -28,6 +28,7 @@ class AccessRecord:
     requested_model: str = ""  # the model the client named
     alias: str = ""  # the alias it went through (an exact name or a glob), if any
     endpoint: str = ""
+    key: str = ""  # the client key's name (never the key)
     stream: bool = False
     tokens_in: int | None = None
     tokens_out: int | None = None

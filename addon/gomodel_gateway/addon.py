@@ -34,7 +34,6 @@ from mitmproxy.proxy import server_hooks
 
 from . import local, safejson
 from .adapt import STARVED_WARNING, starved
-from .auth import check_client_key, is_client_key
 from .call import Call, SentRequest, record
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
@@ -47,7 +46,9 @@ from .exposure import (
     preflight_headers,
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
+from .keys import REPLAY_KEY, ClientKey, invalid_key, model_not_allowed
 from .lifecycle import Runtime
+from .limits import limit_error
 from .relay import REFUSAL_PATH
 from .routing import (
     UPSTREAM_ENDPOINTS,
@@ -215,15 +216,16 @@ class GoModel:
     ) -> Request:
         """What the headers alone decide: the endpoint, the key, the declared body. A replay is
         the operator's own (mitmweb, mitmdump -C) and needs no key."""
-        keys = () if replay else self.runtime.config.master_keys
+        key = REPLAY_KEY if replay else self.runtime.config.keys.identify(authorization)
         try:
             classified = classify(request.method, request.path)
         except GatewayError:
-            check_client_key(authorization, keys)  # a stranger learns nothing about paths
+            if key is None:  # a stranger learns nothing about paths
+                raise invalid_key() from None
             raise
-        call.authenticated = is_client_key(authorization, keys)
-        if classified.endpoint is not Endpoint.HEALTH:
-            check_client_key(authorization, keys)
+        if key is None and classified.endpoint is not Endpoint.HEALTH:
+            raise invalid_key()
+        call.key = key
         check_declared_body(
             request.headers.get("content-length"),
             request.headers.get("content-encoding"),
@@ -284,7 +286,12 @@ class GoModel:
             check_body_size(len(content), runtime.settings.max_body_size)
             call.client_headers = list(flow.request.headers.items(multi=True))
             check_forwarded_headers(call.client_headers)
-            planned = route(runtime.inventory, call.request, content, runtime.settings.stream_usage)
+            key = call.key
+            assert key is not None  # admitted
+            ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
+            planned = route(runtime.inventory, call.request, content, ask_usage)
+            call.requested_model = planned.requested_model
+            await self.check_key(key, planned.model_names)
             call.route = planned
             flow.metadata["gomodel"] = {
                 "client_url": call.client_url,
@@ -316,12 +323,21 @@ class GoModel:
         self.show_upstream(flow, call)
         self.finish(flow, call)
 
+    async def check_key(self, key: ClientKey, model_names: tuple[str, ...]) -> None:
+        """A client key's models and limits, before anything is sent."""
+        if not key.allows(*model_names):
+            raise model_not_allowed(key, model_names[0])
+        verdict = await self.runtime.limiter.admit(key.name, key.limits)
+        if not verdict.admitted:
+            raise limit_error(key.name, key.limits, verdict)
+
     def answer_locally(self, flow: http.HTTPFlow, call: Call, request: Request) -> None:
         runtime = self.runtime
         if request.endpoint is Endpoint.METRICS:
             runtime.metrics.set_state(
                 {name: len(models) for name, models in runtime.inventory.models.items()},
                 runtime.breaker_states(),
+                runtime.limiter.shared if runtime.limiter.redis else None,
             )
             headers = {"content-type": runtime.metrics.content_type}
             flow.response = http.Response.make(200, runtime.metrics.exposition(), headers)
@@ -333,7 +349,7 @@ class GoModel:
                 request,
                 runtime.hosts,
                 runtime.breaker_states(),
-                detailed=call.authenticated,
+                call.key,
                 aliases_only=runtime.settings.list_aliases_only,
             )
             flow.response = http.Response.make(200, body, JSON_HEADERS)
@@ -517,6 +533,8 @@ class GoModel:
         elif entry.warning:
             flow.marked = ":warning:"
         self.runtime.metrics.record(entry, call.attempts)
+        if call.key and (spent := (entry.tokens_in or 0) + (entry.tokens_out or 0)):
+            self.runtime.limiter.spend(call.key.name, call.key.limits, spent)
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise
 

@@ -14,6 +14,7 @@ from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
 from .errors import GatewayError
 from .inventory import Target
+from .keys import ClientKey
 from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
@@ -101,7 +102,8 @@ class Call:
     request: Request | None = None
     route: Route | None = None
     client_headers: list[tuple[str, str]] = field(default_factory=list)
-    authenticated: bool = False  # presented a master key, or none is needed
+    key: ClientKey | None = None  # the client key presented (ANONYMOUS without keys)
+    requested_model: str = ""  # the model the client named, once the body is read
     origin: str | None = None  # the allowed web origin the request came from
     # Early refusals and relay bookkeeping
     refusal: GatewayError | None = None  # answered without reading the body
@@ -162,6 +164,8 @@ def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
         error=call.error,
         notes=list(call.notes),
         first_byte_seconds=call.first_byte - call.started if call.first_byte else None,
+        key=call.key.name if call.key else "",
+        requested_model=call.requested_model,
     )
     target = call.target
     if call.route is None or target is None:  # answered or refused by the gateway itself
@@ -170,7 +174,6 @@ def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
         call.tokens = call.stream.tokens()
         call.starved = call.stream.starved
     entry.provider, entry.model = target.provider.name, target.upstream_model
-    entry.requested_model = call.route.requested_model
     entry.alias = call.route.alias or ""
     entry.stream = call.route.stream
     entry.tokens_in, entry.tokens_out = call.tokens

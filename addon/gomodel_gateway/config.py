@@ -18,6 +18,7 @@ import yaml
 
 from .adapt import ModelRules
 from .aliases import Alias, AliasError, parse_aliases
+from .keys import KeyConfigError, KeyRing, parse_client_keys
 from .regions import check_region, control_plane_url, inference_base_url, region_of
 from .resilience import FailoverPolicy, RetryPolicy, Timeouts
 
@@ -65,7 +66,7 @@ TOP_LEVEL_KEYS = frozenset(
         "parameter_map",
     }
 )
-SERVER_KEYS = frozenset({"master_keys"})
+SERVER_KEYS = frozenset({"master_keys", "keys"})
 MASTER_KEY_ENV = "GOMODEL_MASTER_KEY"
 KEEPS_SERVING = "the previous configuration keeps serving"
 SIZE_UNITS = {
@@ -142,8 +143,8 @@ class GatewayConfig:
     providers: tuple[Provider, ...]
     warnings: tuple[str, ...] = ()
     source: str | None = None
-    # Keys clients must present to use the gateway; empty means open.
-    master_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Keys clients must present to use the gateway (master and client keys); none: open.
+    keys: KeyRing = field(default_factory=KeyRing, repr=False)
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     aliases: tuple[Alias, ...] = ()
@@ -588,12 +589,22 @@ def load_config(
     except AliasError as e:
         raise ConfigError(str(e)) from e
     check_alias_targets(aliases, providers, warnings)
+    master_keys = _master_keys(document.get("server"), where, env)  # checks server: too
+    try:
+        keys = parse_client_keys(
+            (document.get("server") or {}).get("keys"),
+            where,
+            lambda raw: expand_variables(raw, env),
+            master_keys,
+        )
+    except KeyConfigError as e:
+        raise ConfigError(str(e)) from e
     return GatewayConfig(
         tuple(providers),
         tuple(warnings),
         source,
         aliases=aliases,
-        master_keys=_master_keys(document.get("server"), where, env),
+        keys=KeyRing(keys),
         retries=parse_policy(document.get("retries"), f"{where}: retries", RetryPolicy()),
         failover=parse_policy(document.get("failover"), f"{where}: failover", FailoverPolicy()),
     )
@@ -653,11 +664,11 @@ def read_for_reload(path: Path | None) -> dict[str, Any]:
 def check_reload(previous: GatewayConfig, new: GatewayConfig) -> None:
     """Refuse a reload that would open a guarded gateway: a typo in `server:` or an edit that
     drops the keys must not let every client in. Changing or removing some keys is fine."""
-    if previous.master_keys and not new.master_keys:
+    if previous.keys.required and not new.keys.required:
         where = f"config file {new.source}" if new.source else "the new configuration"
         raise ConfigError(
-            f"{where} has no master keys (server.master_keys, GOMODEL_MASTER_KEY) while the "
-            f"gateway requires {len(previous.master_keys)}: removing master keys takes a "
+            f"{where} has no keys (server.master_keys, server.keys, GOMODEL_MASTER_KEY) while "
+            f"the gateway requires {len(previous.keys.keys)}: removing every key takes a "
             f"restart; {KEEPS_SERVING}"
         )
 
@@ -672,7 +683,8 @@ def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, 
     for key in server:
         if key not in SERVER_KEYS:
             raise ConfigError(
-                f"{where}: server.{key}: unknown key; expected one of {', '.join(SERVER_KEYS)}"
+                f"{where}: server.{key}: unknown key; expected one of "
+                + ", ".join(sorted(SERVER_KEYS))
             )
     configured = server.get("master_keys") or []
     if not isinstance(configured, list):

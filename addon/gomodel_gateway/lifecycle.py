@@ -24,6 +24,7 @@ from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
 from .hosts import is_loopback
 from .inventory import build_inventory
+from .limiter import Limiter, shown_url
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
 from .options import OPTION_NAMES, Settings, declare_options, read_settings
@@ -60,6 +61,8 @@ class Runtime:
         self.exposure = Exposure(False, "not configured yet")
         self.via_token = new_via_token()
         self.upstream_proxy: UpstreamProxy | None = None
+        self.limiter = Limiter(time.time)
+        self.closing: set[asyncio.Task[None]] = set()
 
     @property
     def config(self) -> GatewayConfig:
@@ -107,7 +110,7 @@ class Runtime:
         unknown = sorted(name for name in ctx.options.deferred if name.startswith("gomodel_"))
         if unknown:
             logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
-        if not self.config.master_keys and not is_loopback(ctx.options.listen_host):
+        if not self.config.keys.required and not is_loopback(ctx.options.listen_host):
             logger.warning(
                 "gomodel: listening on %s without a master key: anyone who can reach this port "
                 "can use your Oracle key; set GOMODEL_MASTER_KEY",
@@ -128,12 +131,17 @@ class Runtime:
         self.is_running = False
         await self.relay.stop()
         await self.transport.close()
+        await self.limiter.close()
+        if self.closing:
+            await asyncio.wait(self.closing)
 
     # -- configuration -------------------------------------------------------------------------
 
     def apply(self, settings: Settings) -> None:
         """Replace all configuration-derived state; requests in flight keep what they hold."""
         path_changed = settings.config_path != self.settings.config_path
+        if settings.redis_url != self.settings.redis_url:
+            self.replace_limiter(settings.redis_url)
         self.stop_discovery()
         self.settings, self.discovered = settings, {}
         names = tuple(p.name for p in settings.config.providers)
@@ -146,6 +154,21 @@ class Runtime:
             self.start_discovery()
             if path_changed:
                 self.start_config_watch()
+
+    def replace_limiter(self, redis_url: str | None) -> None:
+        """A new store for the limit counters (a reload with the same one keeps them)."""
+        old, self.limiter = (
+            self.limiter,
+            Limiter(time.time, redis_url, self.metrics.limit_store_failed),
+        )
+        if redis_url:
+            logger.info(
+                "gomodel: client key limits are shared through Redis at %s", shown_url(redis_url)
+            )
+        if old.redis is not None:  # its connections, closed once its last writes are done
+            task = asyncio.get_running_loop().create_task(old.close())
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
 
     def configure_transport(self) -> None:
         config = self.config
@@ -207,7 +230,7 @@ class Runtime:
         options = ctx.options
         exposure = decide_exposure(
             self.settings.passthrough,
-            bool(self.config.master_keys),
+            self.config.keys.required,
             listen_hosts(options.listen_host, options.mode),
         )
         if exposure != self.exposure:

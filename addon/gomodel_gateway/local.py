@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, ListedModel
+from .keys import ANONYMOUS_KEY, ClientKey, invalid_key, model_not_allowed
 from .routing import Endpoint, Request
 
 
@@ -15,15 +16,31 @@ def _model_object(model: ListedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
 
 
-def models_list(inventory: Inventory, aliases_only: bool = False) -> dict[str, Any]:
-    """Every served model and exact alias; or, with `aliases_only`, the aliases alone (for apps
-    that should see only the names a team agreed on)."""
+def model_names(inventory: Inventory, model_id: str) -> tuple[str, ...]:
+    """What a client key's patterns are matched against (see routing.Route.model_names)."""
+    alias = inventory.alias_for(model_id)
+    return (model_id, alias.target) if alias else (model_id,)
+
+
+def models_list(
+    inventory: Inventory, aliases_only: bool = False, key: ClientKey = ANONYMOUS_KEY
+) -> dict[str, Any]:
+    """Every served model and exact alias the key may use; or, with `aliases_only`, the
+    aliases alone (for apps that should see only the names a team agreed on)."""
     names = {a.name for a in inventory.aliases}
-    listing = [m for m in inventory.listing if not aliases_only or m.id in names]
+    listing = [
+        m
+        for m in inventory.listing
+        if (not aliases_only or m.id in names) and key.allows(*model_names(inventory, m.id))
+    ]
     return {"object": "list", "data": [_model_object(m) for m in listing]}
 
 
-def model_detail(inventory: Inventory, model_id: str) -> dict[str, Any]:
+def model_detail(
+    inventory: Inventory, model_id: str, key: ClientKey = ANONYMOUS_KEY
+) -> dict[str, Any]:
+    if not key.allows(*model_names(inventory, model_id)):
+        raise model_not_allowed(key, model_id)
     for model in inventory.listing:
         if model.id == model_id:
             return _model_object(model)
@@ -63,19 +80,20 @@ def answer(
     request: Request,
     hosts: tuple[str, ...],
     circuits: Mapping[str, Mapping[str, object]],
+    key: ClientKey | None,
     *,
-    detailed: bool = True,
     aliases_only: bool = False,
 ) -> bytes:
-    """The JSON body for a locally answered endpoint. Without `detailed` (a caller without the
-    master key), /health says only that the gateway is up: providers and hosts are not for
-    strangers."""
-    if request.endpoint is Endpoint.MODELS:
-        document = models_list(inventory, aliases_only)
+    """The JSON body for a locally answered endpoint, for the caller's key. Without a key,
+    /health says only that the gateway is up: providers and hosts are not for strangers."""
+    if request.endpoint is Endpoint.HEALTH:
+        document = health(inventory, hosts, circuits) if key else {"status": "ok"}
+    elif key is None:  # admit() lets strangers reach /health alone
+        raise invalid_key()
+    elif request.endpoint is Endpoint.MODELS:
+        document = models_list(inventory, aliases_only, key)
     elif request.endpoint is Endpoint.MODEL:
-        document = model_detail(inventory, request.model or "")
-    elif request.endpoint is Endpoint.HEALTH:
-        document = health(inventory, hosts, circuits) if detailed else {"status": "ok"}
+        document = model_detail(inventory, request.model or "", key)
     else:
         raise ValueError(f"{request.endpoint} is not answered locally")
     return json.dumps(document).encode()

@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client), served at GET /metrics on the gateway hostnames.
 
-Labels are bounded: providers and models come from the configuration and discovery, never from
-what a client sent (a rejected request is counted by its error code only).
+Labels are bounded: providers, models and client key names come from the configuration and
+discovery, never from what a client sent (a rejected request is counted by its error code only).
 """
 
 from collections.abc import Mapping, Sequence
@@ -20,6 +20,7 @@ from .accesslog import AccessRecord
 from .call import Attempt
 
 disable_created_metrics()  # *_created series only repeat the start time
+KEY_REFUSALS = frozenset({"model_not_allowed", "rate_limit_exceeded", "insufficient_quota"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -88,6 +89,39 @@ class Metrics:
         self.broken_streams = Counter(
             "gomodel_broken_streams", "Streams Oracle ended early.", ["provider"], registry=r
         )
+        self.key_requests = Counter(
+            "gomodel_key_requests",
+            "Calls by client key name (master keys: 'master'; no keys configured: "
+            "'anonymous') and status, refused ones included.",
+            ["key", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "gomodel_key_tokens",
+            "Tokens Oracle reported, by client key name and direction (input or output).",
+            ["key", "direction"],
+            registry=r,
+        )
+        self.key_refusals = Counter(
+            "gomodel_key_refusals",
+            "Calls refused for a client key: model_not_allowed, rate_limit_exceeded, "
+            "insufficient_quota.",
+            ["key", "code"],
+            registry=r,
+        )
+        self.limit_store_errors = Counter(
+            "gomodel_limit_store_errors",
+            "Failed round trips to Redis (gomodel_redis_url); limits were then enforced by this "
+            "gateway alone.",
+            registry=r,
+        )
+        self.limits_shared = Gauge(
+            "gomodel_limits_shared",
+            "1 while client key limits are shared through Redis, 0 while this gateway enforces "
+            "them alone because Redis cannot be reached (absent without gomodel_redis_url).",
+            ["store"],
+            registry=r,
+        )
         self.models = Gauge(
             "gomodel_models", "Models in the inventory, per provider.", ["provider"], registry=r
         )
@@ -100,6 +134,13 @@ class Metrics:
 
     def record(self, entry: AccessRecord, attempts: Sequence[Attempt]) -> None:
         """One finished gateway request (see call.record)."""
+        if entry.key and (entry.provider != "gateway" or entry.error in KEY_REFUSALS):
+            self.key_requests.labels(entry.key, str(entry.status)).inc()
+            if entry.error in KEY_REFUSALS:
+                self.key_refusals.labels(entry.key, entry.error).inc()
+            for direction, count in (("input", entry.tokens_in), ("output", entry.tokens_out)):
+                if count:
+                    self.key_tokens.labels(entry.key, direction).inc(count)
         if entry.provider == "gateway":  # answered or refused by the gateway itself
             endpoint = entry.endpoint or "unknown"
             self.requests.labels("gateway", "", endpoint, str(entry.status)).inc()
@@ -130,9 +171,19 @@ class Metrics:
         if entry.broken:
             self.broken_streams.labels(provider).inc()
 
+    def limit_store_failed(self) -> None:
+        self.limit_store_errors.inc()
+
     def set_state(
-        self, models: Mapping[str, int], circuits: Mapping[str, Mapping[str, object]]
+        self,
+        models: Mapping[str, int],
+        circuits: Mapping[str, Mapping[str, object]],
+        limits_shared: bool | None = None,
     ) -> None:
+        """The gauges, read when /metrics is asked for."""
+        self.limits_shared.clear()
+        if limits_shared is not None:
+            self.limits_shared.labels("redis").set(1 if limits_shared else 0)
         self.models.clear()
         self.circuit_open.clear()
         for provider, count in models.items():

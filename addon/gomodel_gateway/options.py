@@ -16,6 +16,7 @@ from .accesslog import AccessLog, parse_bool, parse_format
 from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
+from .limiter import check_redis_url
 from .watch import Stamp, file_stamp
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
@@ -89,6 +90,14 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "log. Keys are never logged.",
     ),
     (
+        "gomodel_redis_url",
+        "",
+        "redis://[user:password@]host:port/db (or rediss://, unix://) to keep the client keys' "
+        "rate-limit and budget counters in Redis, shared by every gateway using it. Empty: each "
+        "gateway counts alone. When Redis cannot be reached, the gateway logs it and enforces "
+        "the limits alone until Redis answers again.",
+    ),
+    (
         "gomodel_stream_usage",
         "false",
         "true: ask Oracle for the usage of every chat stream (stream_options.include_usage), so "
@@ -122,6 +131,7 @@ class Settings:
     # The config file's stamp from just before it was read: the watch starts from it, so an
     # edit made between reading and watching is not missed.
     config_stamp: Stamp = None
+    redis_url: str | None = None
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -147,6 +157,7 @@ def read_settings(reload: bool = False) -> Settings:
         passthrough = parse_passthrough(ctx.options.gomodel_passthrough)
         list_aliases_only = parse_listing(ctx.options.gomodel_list_models)
         allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
+        redis_url = parse_redis_url(ctx.options.gomodel_redis_url)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
     log_file = ctx.options.gomodel_access_log_file
@@ -168,7 +179,17 @@ def read_settings(reload: bool = False) -> Settings:
         sizes["gomodel_stream_body_size"],
         list_aliases_only,
         stamp,
+        redis_url,
     )
+
+
+def parse_redis_url(value: str) -> str | None:
+    if not value.strip():
+        return None
+    try:
+        return check_redis_url(value.strip())
+    except ValueError as e:
+        raise ValueError(f"gomodel_redis_url: {e}") from e
 
 
 def parse_listing(value: str) -> bool:

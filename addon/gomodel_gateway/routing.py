@@ -80,6 +80,7 @@ class Route:
     adjustments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     usage_added: bool = False  # the gateway asked for the stream's usage chunk, not the client
     alias: str | None = None  # the alias (exact name or glob) the requested model went through
+    alias_target: str | None = None  # what that alias names (a model id or provider/model)
 
     @property
     def target(self) -> Target:
@@ -88,6 +89,13 @@ class Route:
     @property
     def body(self) -> bytes:
         return self.bodies[self.target.provider.name]
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """What a client key's model patterns are matched against: the name the client sent,
+        the alias's target, the model Oracle is asked for."""
+        names = (self.requested_model, self.alias_target, self.target.upstream_model)
+        return tuple(name for name in names if name)
 
 
 def classify(method: str, path: str) -> Request:
@@ -322,6 +330,7 @@ def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool =
         and (options is None or isinstance(options, dict))
         and not (options or {}).get("include_usage")
     )
+    alias = inventory.alias_for(model)
     bodies, adjustments = {}, {}
     for target in candidates:
         adapted = dict(document, model=target.upstream_model)
@@ -345,5 +354,6 @@ def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool =
         request.query,
         adjustments,
         usage_added,
-        alias.name if (alias := inventory.alias_for(model)) else None,
+        alias.name if alias else None,
+        alias.target if alias else None,
     )

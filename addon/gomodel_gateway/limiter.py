@@ -1,0 +1,180 @@
+"""The limiter: admits calls and counts their tokens, in this gateway's memory or in Redis.
+
+With `gomodel_redis_url`, every gateway sharing that Redis enforces one limit: a call's
+admission is one round trip (a Lua script reads the counters, decides and counts the request
+atomically); its tokens are added after the answer, off the request path. When Redis cannot be
+reached, the gateway does not go unlimited: it logs it, counts it in a metric, and enforces the
+limits with its own counters (each gateway then allows the whole limit) until Redis answers
+again (tried again after RETRY_SECONDS).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from .limits import ADMITTED, DAY, MINUTE, Buckets, Counts, Limits, LocalCounters, Verdict, decide
+
+logger = logging.getLogger("gomodel")
+
+REDIS_TIMEOUT_SECONDS = 0.5
+RETRY_SECONDS = 5.0
+KEY_PREFIX = "gomodel"
+NONE = -1  # a limit not set, for the script
+
+# The test of limits.decide, inside Redis so that reading and counting are one atomic step.
+ADMIT_SCRIPT = """
+local c = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+for i = 1, 5 do c[i] = tonumber(c[i] or '0') end
+local rpm, tpm, tpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local weight = tonumber(ARGV[4])
+local admitted = 1
+if tpd >= 0 and c[5] >= tpd then admitted = 0 end
+if rpm >= 0 and c[1] * weight + c[2] + 1 > rpm then admitted = 0 end
+if tpm >= 0 and c[3] * weight + c[4] + 1 > tpm then admitted = 0 end
+if admitted == 1 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return {admitted, c[1], c[2], c[3], c[4], c[5]}
+"""
+
+
+def check_redis_url(url: str) -> str:
+    """A redis://, rediss:// or unix:// URL; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ValueError(f"{shown_url(url)!r} is not a redis://, rediss:// or unix:// URL")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def redis_keys(name: str, buckets: Buckets) -> list[str]:
+    """One key's counters; `{name}` is a Redis Cluster hash tag, so they share a slot."""
+    base = f"{KEY_PREFIX}:{{{name}}}"
+    minute, day = buckets.minute, buckets.day
+    return [
+        f"{base}:requests:{minute - 1}",
+        f"{base}:requests:{minute}",
+        f"{base}:tokens:{minute - 1}",
+        f"{base}:tokens:{minute}",
+        f"{base}:tokens-day:{day}",
+    ]
+
+
+def script_limit(limit: int | None) -> int:
+    return NONE if limit is None else limit
+
+
+class Limiter:
+    """Admits calls and counts tokens for the client keys that have limits."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        redis_url: str | None = None,
+        on_store_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.clock = clock
+        self.local = LocalCounters()
+        self.redis_url = redis_url
+        self.redis = (
+            redis.from_url(
+                redis_url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            if redis_url
+            else None
+        )
+        self.admit_script = self.redis.register_script(ADMIT_SCRIPT) if self.redis else None
+        self.on_store_error = on_store_error
+        self.down_until = 0.0  # while Redis is thought down, local counters decide
+        self.spending: set[asyncio.Task[None]] = set()
+
+    @property
+    def shared(self) -> bool:
+        """Whether the limits are currently shared through Redis."""
+        return self.redis is not None and self.clock() >= self.down_until
+
+    async def admit(self, name: str, limits: Limits) -> Verdict:
+        if not limits.any:
+            return ADMITTED
+        now = self.clock()
+        if self.admit_script is None or now < self.down_until:
+            return self.local.admit(name, limits, now)
+        buckets = Buckets.at(now)
+        args = [
+            script_limit(limits.requests_per_minute),
+            script_limit(limits.tokens_per_minute),
+            script_limit(limits.tokens_per_day),
+            repr(buckets.previous_weight),
+            2 * MINUTE,
+        ]
+        try:
+            reply = await self.admit_script(keys=redis_keys(name, buckets), args=args)
+        except (RedisError, OSError) as e:
+            self.store_failed(e, now)
+            return self.local.admit(name, limits, now)
+        self.store_answered()
+        admitted, *counted = (int(value) for value in reply)
+        # Refused: decide() on the counters the script read tells which limit, and for how long.
+        return ADMITTED if admitted else decide(limits, Counts(*counted), buckets)
+
+    def spend(self, name: str, limits: Limits, tokens: int) -> None:
+        """Count a finished call's tokens (in Redis: in the background)."""
+        if not limits.counts_tokens or tokens <= 0:
+            return
+        now = self.clock()
+        if self.redis is None or now < self.down_until:
+            self.local.spend(name, tokens, now)
+            return
+        task = asyncio.get_running_loop().create_task(self.spend_shared(name, tokens, now))
+        self.spending.add(task)
+        task.add_done_callback(self.spending.discard)
+
+    async def spend_shared(self, name: str, tokens: int, now: float) -> None:
+        assert self.redis is not None
+        keys = redis_keys(name, Buckets.at(now))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(keys[3], tokens).expire(keys[3], 2 * MINUTE)
+                pipe.incrby(keys[4], tokens).expire(keys[4], 2 * DAY)
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            self.store_failed(e, now)
+            self.local.spend(name, tokens, now)
+
+    def store_failed(self, error: Exception, now: float) -> None:
+        self.on_store_error()
+        if self.down_until == 0.0:
+            logger.warning(
+                "gomodel: Redis at %s cannot be reached (%s): limits are enforced by this "
+                "gateway alone until it answers again",
+                shown_url(self.redis_url or ""),
+                type(error).__name__,
+            )
+        self.down_until = now + RETRY_SECONDS
+
+    def store_answered(self) -> None:
+        if self.down_until:
+            logger.warning("gomodel: Redis answers again: limits are shared again")
+            self.down_until = 0.0
+
+    async def close(self) -> None:
+        if self.spending:
+            await asyncio.wait(self.spending, timeout=REDIS_TIMEOUT_SECONDS * 2)
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -1,0 +1,214 @@
+"""Per-key rate limits and token budgets: the windows, the verdicts, and the local counters.
+
+Windows (wall-clock time, so that several gateways agree on them):
+- requests_per_minute and tokens_per_minute: a sliding window of 60 s, estimated from two fixed
+  minute buckets: the current bucket's count plus the previous bucket's count weighted by the
+  share of the previous minute still inside the window. Smooth at minute boundaries (no double
+  burst) at the memory of two counters.
+- tokens_per_day: the UTC calendar day; the budget is fresh at 00:00 UTC.
+A request counts when it is admitted; its tokens count when its answer ends (Oracle's usage).
+A call is admitted while the budget has room for one more token: a long answer can overrun a
+budget, and the next call is then refused.
+
+Pure: the clock is passed in; the counters a decision reads come from `LocalCounters` here or
+from Redis (`shared_limits.py`).
+"""
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .errors import GatewayError
+
+MINUTE = 60
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self != NO_LIMITS
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.tokens_per_minute is not None or self.tokens_per_day is not None
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Where `now` falls: the minute bucket, how far into it, and the UTC day."""
+
+    minute: int
+    elapsed: float  # share of the current minute gone, 0 <= elapsed < 1
+    day: int
+    seconds_to_midnight: float
+
+    @classmethod
+    def at(cls, now: float) -> "Buckets":
+        minute, into = divmod(now, MINUTE)
+        day, into_day = divmod(now, DAY)
+        return cls(int(minute), into / MINUTE, int(day), DAY - into_day)
+
+    @property
+    def previous_weight(self) -> float:
+        return 1.0 - self.elapsed
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a decision reads: requests and tokens of the previous and current minute, and the
+    tokens of the current UTC day."""
+
+    requests_previous: int = 0
+    requests_current: int = 0
+    tokens_previous: int = 0
+    tokens_current: int = 0
+    tokens_today: int = 0
+
+
+class Refusal(StrEnum):
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    TOKENS_PER_MINUTE = "tokens_per_minute"
+    TOKENS_PER_DAY = "tokens_per_day"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    refusal: Refusal | None = None
+    retry_after: float = 0.0  # seconds until the call would be admitted
+
+    @property
+    def admitted(self) -> bool:
+        return self.refusal is None
+
+
+ADMITTED = Verdict()
+
+
+def sliding(previous: int, current: int, buckets: Buckets) -> float:
+    """The sliding window's estimate of what the last 60 s used."""
+    return previous * buckets.previous_weight + current
+
+
+def has_room(previous: int, current: int, limit: int, buckets: Buckets) -> bool:
+    """Room for one more (request, or token) under `limit` in the sliding minute."""
+    return sliding(previous, current, buckets) + 1 <= limit
+
+
+def wait_for_room(previous: int, current: int, limit: int, buckets: Buckets) -> float:
+    """Seconds until the sliding minute has room for one more, if nothing else is used."""
+    if current + 1 <= limit:  # this minute: wait for the previous one's weight to fade
+        if previous == 0:
+            return 0.0
+        needed = 1.0 - (limit - current - 1) / previous
+        return max(needed - buckets.elapsed, 0.0) * MINUTE
+    # The next minute: this one becomes the previous, and must fade enough.
+    needed = max(1.0 - (limit - 1) / current, 0.0)
+    return (1.0 - buckets.elapsed + needed) * MINUTE
+
+
+def decide(limits: Limits, counts: Counts, buckets: Buckets) -> Verdict:
+    """Admit a call, or say which limit refuses it and for how long. (The same test runs inside
+    Redis, in shared_limits.ADMIT_SCRIPT: keep both alike.)"""
+    if limits.tokens_per_day is not None and counts.tokens_today >= limits.tokens_per_day:
+        return Verdict(Refusal.TOKENS_PER_DAY, buckets.seconds_to_midnight)
+    for refusal, limit, previous, current in (
+        (
+            Refusal.REQUESTS_PER_MINUTE,
+            limits.requests_per_minute,
+            counts.requests_previous,
+            counts.requests_current,
+        ),
+        (
+            Refusal.TOKENS_PER_MINUTE,
+            limits.tokens_per_minute,
+            counts.tokens_previous,
+            counts.tokens_current,
+        ),
+    ):
+        if limit is not None and not has_room(previous, current, limit, buckets):
+            return Verdict(refusal, wait_for_room(previous, current, limit, buckets))
+    return ADMITTED
+
+
+def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError:
+    """The 429 a refused call gets: rate_limit_exceeded for a rate, insufficient_quota for the
+    daily budget; Retry-After in whole seconds (at least 1)."""
+    assert verdict.refusal is not None
+    retry = max(1, math.ceil(verdict.retry_after))
+    headers = (("retry-after", str(retry)),)
+    if verdict.refusal is Refusal.TOKENS_PER_DAY:
+        return GatewayError(
+            429,
+            f"The key {key_name!r} has used its budget of {limits.tokens_per_day} tokens for "
+            f"today (UTC); it is fresh again in {retry} s, at 00:00 UTC.",
+            code="insufficient_quota",
+            type="insufficient_quota",
+            headers=headers,
+        )
+    limit = getattr(limits, verdict.refusal.value)
+    unit = "requests" if verdict.refusal is Refusal.REQUESTS_PER_MINUTE else "tokens"
+    return GatewayError(
+        429,
+        f"The key {key_name!r} is over its limit of {limit} {unit} per minute; retry in {retry} s.",
+        code="rate_limit_exceeded",
+        type="requests" if unit == "requests" else "tokens",
+        headers=headers,
+    )
+
+
+@dataclass
+class LocalCounters:
+    """One gateway's own counters: a few numbers per key name, old buckets dropped as they
+    age (two minutes and one day are all a decision reads)."""
+
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    tokens: dict[tuple[str, int], int] = field(default_factory=dict)
+    daily: dict[tuple[str, int], int] = field(default_factory=dict)
+    pruned_at: int = -1  # the minute bucket old entries were last dropped in
+
+    def counts(self, name: str, buckets: Buckets) -> Counts:
+        minute = buckets.minute
+        return Counts(
+            self.requests.get((name, minute - 1), 0),
+            self.requests.get((name, minute), 0),
+            self.tokens.get((name, minute - 1), 0),
+            self.tokens.get((name, minute), 0),
+            self.daily.get((name, buckets.day), 0),
+        )
+
+    def admit(self, name: str, limits: Limits, now: float) -> Verdict:
+        buckets = Buckets.at(now)
+        self.forget_before(buckets)
+        verdict = decide(limits, self.counts(name, buckets), buckets)
+        if verdict.admitted:
+            slot = (name, buckets.minute)
+            self.requests[slot] = self.requests.get(slot, 0) + 1
+        return verdict
+
+    def spend(self, name: str, tokens: int, now: float) -> None:
+        buckets = Buckets.at(now)
+        self.forget_before(buckets)
+        minute, day = (name, buckets.minute), (name, buckets.day)
+        self.tokens[minute] = self.tokens.get(minute, 0) + tokens
+        self.daily[day] = self.daily.get(day, 0) + tokens
+
+    def forget_before(self, buckets: Buckets) -> None:
+        if buckets.minute == self.pruned_at:
+            return
+        self.pruned_at = buckets.minute
+        for table, oldest in (
+            (self.requests, buckets.minute - 1),
+            (self.tokens, buckets.minute - 1),
+            (self.daily, buckets.day),
+        ):
+            for slot in [slot for slot in table if slot[1] < oldest]:
+                del table[slot]

@@ -1,0 +1,144 @@
+"""Rate limits and token budgets with a fake clock: windows, verdicts, Retry-After, errors."""
+
+import json
+
+import pytest
+from gomodel_gateway.limits import (
+    DAY,
+    MINUTE,
+    Buckets,
+    Counts,
+    Limits,
+    LocalCounters,
+    Refusal,
+    Verdict,
+    decide,
+    limit_error,
+    wait_for_room,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY  # a UTC midnight
+
+
+def admitted(counters: LocalCounters, limits: Limits, times: list[float]) -> list[bool]:
+    return [counters.admit("team", limits, t).admitted for t in times]
+
+
+def test_requests_per_minute_admits_the_limit_then_refuses() -> None:
+    counters, limits = LocalCounters(), Limits(requests_per_minute=3)
+    assert admitted(counters, limits, [T0 + 1, T0 + 2, T0 + 3, T0 + 4]) == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_refused_calls_do_not_count() -> None:
+    counters, limits = LocalCounters(), Limits(requests_per_minute=1)
+    assert admitted(counters, limits, [T0, T0 + 1, T0 + 2]) == [True, False, False]
+    assert counters.counts("team", Buckets.at(T0 + 2)).requests_current == 1
+
+
+def test_the_window_slides_instead_of_resetting_at_the_minute() -> None:
+    """3 per minute used at 0:50: at 1:10 the previous minute still weighs 5/6 of 3 = 2.5."""
+    counters, limits = LocalCounters(), Limits(requests_per_minute=3)
+    assert admitted(counters, limits, [T0 + 50, T0 + 51, T0 + 52]) == [True] * 3
+    assert admitted(counters, limits, [T0 + 70]) == [False]
+    assert admitted(counters, limits, [T0 + 80]) == [True]  # 3 * 2/3 + 0 + 1 <= 3
+    assert admitted(counters, limits, [T0 + 81]) == [False]
+
+
+def test_keys_are_counted_apart() -> None:
+    counters, limits = LocalCounters(), Limits(requests_per_minute=1)
+    assert counters.admit("a", limits, T0).admitted
+    assert counters.admit("b", limits, T0).admitted
+    assert not counters.admit("a", limits, T0 + 1).admitted
+
+
+def test_tokens_per_minute_refuses_once_spent() -> None:
+    counters, limits = LocalCounters(), Limits(tokens_per_minute=100)
+    assert counters.admit("team", limits, T0).admitted
+    counters.spend("team", 150, T0 + 1)  # a long answer overruns the budget
+    verdict = counters.admit("team", limits, T0 + 2)
+    assert verdict.refusal is Refusal.TOKENS_PER_MINUTE
+    assert MINUTE < verdict.retry_after <= 2 * MINUTE
+
+
+def test_tokens_per_day_is_a_utc_day() -> None:
+    counters, limits = LocalCounters(), Limits(tokens_per_day=1000)
+    counters.spend("team", 1000, T0 + 10)
+    verdict = counters.admit("team", limits, T0 + DAY - 100)
+    assert verdict.refusal is Refusal.TOKENS_PER_DAY
+    assert verdict.retry_after == pytest.approx(100)
+    assert counters.admit("team", limits, T0 + DAY + 1).admitted
+
+
+def test_old_buckets_are_forgotten() -> None:
+    counters, limits = LocalCounters(), Limits(requests_per_minute=5, tokens_per_day=10**6)
+    for minute in range(100):
+        counters.admit("team", limits, T0 + minute * MINUTE)
+        counters.spend("team", 1, T0 + minute * MINUTE)
+    assert len(counters.requests) <= 2 and len(counters.tokens) <= 2 and len(counters.daily) == 1
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "limit", "elapsed", "wait"),
+    [
+        (0, 0, 3, 0.5, 0.0),
+        (0, 3, 3, 0.5, 50.0),  # the next minute, once this one's 3 weigh 2 (a third in)
+        (3, 0, 3, 0.0, 20.0),  # 3 * (1 - f) + 1 <= 3 at f = 1/3
+        (3, 2, 3, 0.5, 30.0),  # the previous minute must fade out entirely
+        (6, 0, 3, 0.5, 10.0),  # 6 * (1 - f) <= 2 at f = 2/3
+    ],
+)
+def test_wait_for_room(previous, current, limit, elapsed, wait) -> None:
+    buckets = Buckets(100, elapsed, 1, 1000.0)
+    assert wait_for_room(previous, current, limit, buckets) == pytest.approx(wait)
+
+
+@given(
+    previous=st.integers(0, 50),
+    current=st.integers(0, 50),
+    limit=st.integers(1, 40),
+    elapsed=st.floats(0, 0.999),
+)
+def test_after_the_wait_there_is_room(previous, current, limit, elapsed) -> None:
+    """Retry-After is honest: waiting it (and using nothing meanwhile) admits the call."""
+    now = T0 + 100 * MINUTE + elapsed * MINUTE
+    limits = Limits(requests_per_minute=limit)
+    buckets = Buckets.at(now)
+    counts = Counts(requests_previous=previous, requests_current=current)
+    verdict = decide(limits, counts, buckets)
+    if verdict.admitted:
+        return
+    later = Buckets.at(now + verdict.retry_after + 1e-6)
+    if later.minute == buckets.minute:
+        after = counts
+    else:  # a minute turned: this one's count is the previous one's
+        after = Counts(requests_previous=current if later.minute == buckets.minute + 1 else 0)
+    assert decide(limits, after, later).admitted
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code", "error_type"),
+    [
+        (Refusal.REQUESTS_PER_MINUTE, "rate_limit_exceeded", "requests"),
+        (Refusal.TOKENS_PER_MINUTE, "rate_limit_exceeded", "tokens"),
+        (Refusal.TOKENS_PER_DAY, "insufficient_quota", "insufficient_quota"),
+    ],
+)
+def test_refusals_are_openai_style_429s_with_retry_after(refusal, code, error_type) -> None:
+    limits = Limits(3, 100, 1000)
+    error = limit_error("ci", limits, Verdict(refusal, 12.2))
+    assert (error.status, error.code) == (429, code)
+    assert json.loads(error.body())["error"]["type"] == error_type
+    assert dict(error.headers)["retry-after"] == "13"
+    assert "'ci'" in error.message
+
+
+def test_retry_after_is_at_least_one_second() -> None:
+    error = limit_error("ci", Limits(1), Verdict(Refusal.REQUESTS_PER_MINUTE, 0.01))
+    assert dict(error.headers)["retry-after"] == "1"

@@ -1,0 +1,191 @@
+"""Teams, end to end through a real mitmdump: client keys with model allowlists, rate limits and
+token budgets, per-key metrics; several gateways sharing limits through a real redis-server."""
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from conftest import openai_client
+from processes import Gateway, Simulator, start_gateway
+from prometheus_client.parser import text_string_to_metric_families
+
+MASTER_KEY = "gm-admin-key-5d1e"
+CI_KEY = "gm-ci-key-8b20"
+BUDGET_KEY = "gm-budget-key-c3a7"
+HELLO = [{"role": "user", "content": "hi"}]
+TEAMS_YAML = """
+server:
+  master_keys: ["${MASTER}"]
+  keys:
+    ci:
+      key: ${CI}
+      models: ["xai.*", gpt-4o-mini]
+      requests_per_minute: 3
+    budget:
+      key: ${BUDGET}
+      tokens_per_day: 10
+providers:
+  oracle:
+    base_url: ${URL}
+    api_key: ${KEY}
+    models: [xai.grok-4, openai.gpt-oss-120b]
+    models_mode: allowlist
+aliases:
+  gpt-4o-mini: openai.gpt-oss-120b
+"""
+
+
+def start_team_gateway(workdir: Path, chicago: Simulator, *options: str) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "gomodel.yaml"
+    config.write_text(TEAMS_YAML)
+    env = {
+        "URL": chicago.base_url(),
+        "KEY": chicago.api_key,
+        "MASTER": MASTER_KEY,
+        "CI": CI_KEY,
+        "BUDGET": BUDGET_KEY,
+    }
+    return start_gateway(
+        workdir / "gw", env, "--set", f"gomodel_config={config}", *options, ca=chicago.ca
+    )
+
+
+@pytest.fixture
+def teams(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
+    gateway = start_team_gateway(tmp_path, chicago)
+    yield gateway
+    gateway.stop()
+
+
+def metrics(gateway: Gateway) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    return connection.getresponse().read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
+def test_a_key_calls_only_its_models_and_lists_only_them(
+    teams: Gateway, chicago: Simulator
+) -> None:
+    ci = openai_client(teams, CI_KEY)
+    posts_before = len(chicago.posts())
+
+    assert ci.chat.completions.create(model="xai.grok-4", messages=HELLO).choices
+    assert ci.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices  # by name
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        ci.responses.create(model="openai.gpt-oss-120b", input="hi")
+
+    error = refused.value.body
+    assert (error["code"], error["param"]) == ("model_not_allowed", "model")
+    assert "'ci'" in error["message"] and CI_KEY not in error["message"]
+    assert len(chicago.posts()) == posts_before + 2  # the refused call went nowhere
+    assert [m.id for m in ci.models.list().data] == ["xai.grok-4", "gpt-4o-mini"]
+    with pytest.raises(openai.PermissionDeniedError):
+        ci.models.retrieve("openai.gpt-oss-120b")
+    admin = openai_client(teams, MASTER_KEY)
+    assert {m.id for m in admin.models.list().data} == {
+        "xai.grok-4",
+        "openai.gpt-oss-120b",
+        "gpt-4o-mini",
+    }
+
+
+def test_the_fourth_call_in_a_minute_gets_429_with_retry_after(teams: Gateway) -> None:
+    ci = openai_client(teams, CI_KEY)
+    for _ in range(3):
+        ci.chat.completions.create(model="xai.grok-4", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as refused:
+        ci.chat.completions.create(model="xai.grok-4", messages=HELLO, stream=True)
+
+    assert refused.value.body["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 120
+    admin = openai_client(teams, MASTER_KEY)  # master keys have no limits
+    for _ in range(5):
+        admin.chat.completions.create(model="xai.grok-4", messages=HELLO)
+    text = metrics(teams)
+    assert sample(text, "gomodel_key_requests_total", key="ci", status="200") == 3
+    assert sample(text, "gomodel_key_requests_total", key="ci", status="429") == 1
+    assert sample(text, "gomodel_key_refusals_total", key="ci", code="rate_limit_exceeded") == 1
+    assert sample(text, "gomodel_key_requests_total", key="master", status="200") == 5
+    assert CI_KEY not in text and MASTER_KEY not in text
+
+
+def test_a_streamed_answer_counts_against_the_budget_then_the_next_call_is_refused(
+    teams: Gateway, chicago: Simulator
+) -> None:
+    budget = openai_client(teams, BUDGET_KEY)
+    chunks = list(budget.chat.completions.create(model="xai.grok-4", messages=HELLO, stream=True))
+
+    asked = chicago.posts()[-1]["body"]
+    assert asked["stream_options"] == {"include_usage": True}  # the gateway asked for usage...
+    assert all(chunk.usage is None for chunk in chunks)  # ...and kept it from this client
+    with pytest.raises(openai.RateLimitError) as refused:
+        budget.chat.completions.create(model="xai.grok-4", messages=HELLO)
+    assert refused.value.body["code"] == "insufficient_quota"
+    assert refused.value.body["type"] == "insufficient_quota"
+    text = metrics(teams)
+    assert sample(text, "gomodel_key_tokens_total", key="budget", direction="output") > 0
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer gm-ci-key-8b2",  # a prefix of a key
+        "Bearer gm-ci-key-8b20-and-more",
+        f"Bearer {CI_KEY.upper()}",
+        "Bearer " + "x" * 60_000,
+        "Basic " + CI_KEY,
+    ],
+    ids=["prefix", "extended", "case", "huge", "basic"],
+)
+def test_anything_but_a_key_gets_401(teams: Gateway, authorization: str) -> None:
+    body = json.dumps({"model": "xai.grok-4", "messages": HELLO})
+    connection = http.client.HTTPConnection("127.0.0.1", teams.port, timeout=10)
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        body,
+        {"Authorization": authorization, "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    assert response.status == 401
+    assert json.loads(response.read())["error"]["code"] == "invalid_api_key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_redis_leaves_limits_to_each_gateway_and_says_so(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    url = f"redis://:s3cret-redis@127.0.0.1:{free_port()}/0"
+    gateway = start_team_gateway(tmp_path, chicago, "--set", f"gomodel_redis_url={url}")
+    try:
+        ci = openai_client(gateway, CI_KEY)
+        for _ in range(3):
+            ci.chat.completions.create(model="xai.grok-4", messages=HELLO)
+        with pytest.raises(openai.RateLimitError):
+            ci.chat.completions.create(model="xai.grok-4", messages=HELLO)
+        text = metrics(gateway)
+    finally:
+        gateway.stop()
+    log = gateway.log()
+    assert "cannot be reached" in log and "limits are enforced by this gateway alone" in log
+    assert "s3cret-redis" not in log
+    assert sample(text, "gomodel_limit_store_errors_total") >= 1
+    assert sample(text, "gomodel_limits_shared", store="redis") == 0
