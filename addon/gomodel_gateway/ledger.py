@@ -399,6 +399,9 @@ class Ledger:
             logger.warning(
                 "usage ledger: %d rows not yet written to %s at shutdown", self.pending, self.target
             )
+            return
+        # What an add racing with the close queued after the writer's last look, and the wake-up.
+        self._drop(self._drain())
 
     def _offer(self, item: UsageRow | ResourceRow) -> None:
         if self._closing.is_set():
@@ -511,12 +514,17 @@ class Ledger:
         self._suspects = max(0, self._suspects - 1)
         self._drop(1)
 
-    def _abandon(self, error: Exception) -> None:
-        lost = len(self._batch)
-        self._batch = []
+    def _drain(self) -> int:
+        """Empty the queue; the number of rows it held."""
+        rows = 0
         with suppress(queue.Empty):
             while True:
-                lost += self._queue.get_nowait() is not None
+                rows += self._queue.get_nowait() is not None
+        return rows
+
+    def _abandon(self, error: Exception) -> None:
+        lost = len(self._batch) + self._drain()
+        self._batch = []
         self._drop(lost)
         logger.warning(
             "usage ledger: %d rows could not be written to %s before shutdown: %s",
