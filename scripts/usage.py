@@ -61,7 +61,8 @@ def main() -> int:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(rows, indent=2))
+        rounded = [{**row, "latency_ms_mean": round(row["latency_ms_mean"], 1)} for row in rows]
+        print(json.dumps(rounded, indent=2))
         return 0
     start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M UTC")
     if not rows:

@@ -77,7 +77,7 @@ def report_query(
 
 
 def report_rows(group_by: Sequence[str], records: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """The query's records as dicts, numbers as plain ints and a rounded float."""
+    """The query's records as dicts, with plain ints (PostgreSQL's counts may be Decimals)."""
     rows = []
     for record in records:
         groups = dict(zip(group_by, record[: len(group_by)], strict=True))
@@ -89,7 +89,7 @@ def report_rows(group_by: Sequence[str], records: Sequence[Sequence[Any]]) -> li
                 "errors": int(errors),
                 "tokens_in": int(tokens_in),
                 "tokens_out": int(tokens_out),
-                "latency_ms_mean": round(float(latency), 1),
+                "latency_ms_mean": float(latency),
             }
         )
     return rows
@@ -101,7 +101,7 @@ def format_table(group_by: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> 
     total = {name: sum(row[name] for row in rows) for name in metrics[:-1]}
     requests = total["requests"]
     weighted = sum(row["latency_ms_mean"] * row["requests"] for row in rows)
-    total["latency_ms_mean"] = round(weighted / requests, 1) if requests else math.nan
+    total["latency_ms_mean"] = weighted / requests if requests else math.nan
     body = [[_cell(row[name]) for name in (*group_by, *metrics)] for row in rows]
     body.append(["total", *[""] * (len(group_by) - 1), *[_cell(total[n]) for n in metrics]])
     header = [*group_by, *metrics]
