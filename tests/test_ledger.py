@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import astuple, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_rows_added_to_sqlite_are_read_back_with_every_column(tmp_path: Path) ->
     ledger.add(streamed)
     ledger.close()
 
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         stored = connection.execute("SELECT * FROM gomodel_usage ORDER BY stream").fetchall()
     assert stored == [
         astuple(replace(ROW, stream=0)),  # type: ignore[arg-type]
@@ -116,20 +117,24 @@ def test_rows_added_to_sqlite_are_read_back_with_every_column(tmp_path: Path) ->
 
 def test_sqlite_ledger_uses_wal_and_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "new" / "usage.db"
-    ledger = open_ledger(str(path))
-    ledger.add(ROW)
-    ledger.close()
-
-    with sqlite3.connect(path) as connection:
+    ledger = open_ledger(str(path), flush_seconds=0.05)
+    try:
+        ledger.add(ROW)
+        assert eventually(lambda: ledger.written == 1)
+        # While the writer's connection is open, the WAL and its index exist beside the file.
+        files = sorted(path.parent.iterdir())
+        assert [file.name for file in files] == ["usage.db", "usage.db-shm", "usage.db-wal"]
+        assert [stat.S_IMODE(file.stat().st_mode) for file in files] == [0o600] * 3
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        ledger.close()
+    with closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    for companion in path.parent.glob("usage.db-*"):  # the WAL and its index
-        assert stat.S_IMODE(companion.stat().st_mode) == 0o600
 
 
 def test_many_rows_are_written_in_a_few_transactions(tmp_path: Path) -> None:
-    ledger = open_ledger(str(tmp_path / "usage.db"))
+    # A long flush interval: batches are cut by size alone, and close() writes the rest.
+    ledger = open_ledger(str(tmp_path / "usage.db"), flush_seconds=60)
     for number in range(1200):
         ledger.add(replace(ROW, request_id=f"opc-{number}"))
     ledger.close()
@@ -284,7 +289,7 @@ def test_rows_beyond_the_queue_are_dropped_and_counted_while_the_database_is_dow
 def test_a_row_postgres_refuses_is_dropped_alone_and_its_batch_is_written(
     postgres_url: str,
 ) -> None:
-    ledger = open_ledger(postgres_url, flush_seconds=0.5)
+    ledger = open_ledger(postgres_url, flush_seconds=60)  # one batch, written at close
     ledger.add(replace(ROW, request_id="before"))
     ledger.add(replace(ROW, requested_model="gpt\x00oss"))  # PostgreSQL text holds no NUL
     ledger.add(replace(ROW, request_id="after"))
