@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from processes import Process, clean_env, free_port, spawn
@@ -170,7 +171,7 @@ def postgres_account() -> pwd.struct_passwd:
         pytest.skip(f"there is no postgres user to run PostgreSQL as root; {INSTALL_HINT}")
 
 
-def as_postgres() -> dict[str, object]:
+def as_postgres() -> dict[str, Any]:
     """Popen arguments to run as the postgres user when we are root (initdb and postgres refuse
     to run as root); nothing otherwise."""
     if os.geteuid() != 0:
