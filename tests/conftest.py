@@ -8,6 +8,7 @@ from capture import CaptureServer
 from hypothesis import settings
 from openai import DefaultHttpxClient, OpenAI
 from processes import Gateway, Simulator, start_gateway, start_simulator
+from stores import PostgresServer, RedisServer, start_postgres, start_redis
 
 # `pytest --hypothesis-profile=deep` for a long fuzzing run.
 settings.register_profile("default", max_examples=300, deadline=None)
@@ -121,3 +122,24 @@ def gateway(
     )
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, empty, no persistence; skips if missing."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster on a free loopback port (trust auth); skips if missing. Shared:
+    tests that need an outage start their own with stores.start_postgres."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
