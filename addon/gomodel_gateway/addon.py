@@ -49,10 +49,12 @@ from .exposure import (
 from .hosts import ip_address, is_gateway_request, is_listen_address
 from .lifecycle import Runtime
 from .relay import REFUSAL_PATH
+from .resource_routing import created, deleted, follow_owner, route_resource
 from .routing import (
     UPSTREAM_ENDPOINTS,
     Endpoint,
     Request,
+    Route,
     check_body_size,
     check_declared_body,
     classify,
@@ -277,15 +279,14 @@ class GoModel:
             return
         runtime = self.runtime
         try:
-            if call.request.endpoint not in UPSTREAM_ENDPOINTS:
+            if call.request.endpoint not in UPSTREAM_ENDPOINTS and call.request.resource is None:
                 self.answer_locally(flow, call, call.request)
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), runtime.settings.max_body_size)
             call.client_headers = list(flow.request.headers.items(multi=True))
             check_forwarded_headers(call.client_headers)
-            planned = route(runtime.inventory, call.request, content, runtime.settings.stream_usage)
-            call.route = planned
+            planned = call.route = self.plan(call, call.request, content)
             flow.metadata["gomodel"] = {
                 "client_url": call.client_url,
                 "method": call.method,
@@ -313,8 +314,34 @@ class GoModel:
             if starved(document):
                 flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
                 call.starved = True
+            self.learn(call, document)
         self.show_upstream(flow, call)
         self.finish(flow, call)
+
+    def plan(self, call: Call, request: Request, content: bytes) -> Route:
+        """Where a call goes: a model call by its model (one continuing stored state, to the
+        state's owner); a stored resource's call to the resource's owner (resource_routing)."""
+        runtime = self.runtime
+        if request.resource is not None:
+            return route_resource(
+                runtime.inventory, runtime.affinity, call.method, request.resource, content
+            )
+        planned = route(runtime.inventory, request, content, runtime.settings.stream_usage)
+        if planned.endpoint is Endpoint.RESPONSES:
+            planned = follow_owner(planned, runtime.affinity, content)
+        return planned
+
+    def learn(self, call: Call, document: dict[str, Any] | None) -> None:
+        """What a successful call teaches the affinity store: who owns what it created (a
+        streamed response's id comes from its events), that what it deleted is gone."""
+        target, request = call.answered_by, call.request
+        if target is None or request is None or not 200 <= call.status < 300:
+            return
+        streamed = call.stream.response_id if call.stream else None
+        if made := created(request, document, streamed):
+            self.runtime.affinity.remember(made[0], target.provider.name, made[1])
+        elif gone := deleted(request):
+            self.runtime.affinity.forget(gone)
 
     def answer_locally(self, flow: http.HTTPFlow, call: Call, request: Request) -> None:
         runtime = self.runtime
@@ -421,7 +448,7 @@ class GoModel:
         if target is None or planned is None:
             return
         provider, client = target.provider, flow.request
-        host, port, path = upstream_location(provider.base_url, planned.endpoint.value)
+        host, port, path = upstream_location(provider.base_url, planned.upstream_path)
         if planned.query:  # any bytes a client sent: not re-parsed as a URL
             path = f"{path}?{planned.query}"
         shown = http.Request(  # the constructor: no URL to parse again on every call
@@ -506,6 +533,8 @@ class GoModel:
             return
         call.finished = True
         call.notes.extend(notes)
+        if call.stream is not None:  # a streamed answer has ended: what did it create?
+            self.learn(call, None)
         if flow.response:
             call.status = flow.response.status_code
         entry = record(call, time.monotonic(), self.runtime.settings.log_bodies)
@@ -535,7 +564,7 @@ def restore_replay(flow: http.HTTPFlow) -> bool:
     request.url = client_url
     request.headers.pop("authorization", None)
     document = parse_json(request.raw_content or b"")
-    if document is not None and document.get("model") != model:
+    if model and document is not None and document.get("model") != model:
         request.content = json.dumps({**document, "model": model}, ensure_ascii=False).encode()
     return True
 
