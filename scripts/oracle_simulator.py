@@ -19,6 +19,14 @@ an object with the required properties, strings "example", integers 1, numbers 1
 true, arrays of one item, the first of an `enum` or `anyOf`; nothing else in the schema (such as
 $ref or minimum) is heeded. json_object is answered with {"answer": <the usual text>}.
 
+Stored resources under /openai/v1 only, as Oracle documents them (see oracle_store.py):
+responses by id (retrieve, delete, cancel, input items; background responses polled to
+`completed` or resumed as a stream with `starting_after`), conversations and their items, files
+(multipart uploads, list, retrieve, content, delete) and containers. They need an OpenAI-Project
+header and are kept per project; a response created on either base path can be retrieved on
+/openai/v1; `previous_response_id` and `conversation` must name stored state. Vector stores are
+not simulated (Oracle creates them on its control plane): their paths answer 404.
+
 Test hooks live under /_sim/ (no auth): GET /_sim/requests lists every request received
 (method, path, lower-cased headers, the parsed body, raw_body_size, and body_sha256: the SHA-256
 of the body's bytes, for checking that a body arrived unchanged), POST /_sim/reset forgets them
@@ -48,10 +56,18 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import trustme
+from oracle_store import OracleError, Store
 
 BASE_PATHS = ("/20231130/actions/v1", "/openai/v1")
+RESOURCES_BASE = "/openai/v1"
+RESOURCE_FAMILIES = ("responses", "conversations", "files", "containers", "vector_stores")
+NO_PROJECT = (
+    400,
+    "A project is required: send the OCI Generative AI project's OCID as OpenAI-Project.",
+)
 DEFAULT_MODELS = (
     "openai.gpt-oss-120b",
     "openai.gpt-oss-20b",
@@ -91,8 +107,10 @@ class Simulator:
             "stream_bytes": 0,  # pad chat streams with filler deltas to about this size
             "headers": [],  # [name, value] pairs added to every answer, sent as UTF-8
             "redirects": {},  # endpoint (e.g. "models") -> URL it answers a 302 to
+            "background_seconds": 0.3,  # until a background response is completed
         }
         self.settings = dict(self.initial_settings)
+        self.store = Store()
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -304,6 +322,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.handle_any("POST")
 
+    def do_DELETE(self) -> None:
+        self.handle_any("DELETE")
+
     def handle_any(self, method: str) -> None:
         self.request_id = uuid.uuid4().hex.upper()
         body = self.read_body()
@@ -345,6 +366,8 @@ class Handler(BaseHTTPRequestHandler):
             self.list_models()
         elif method == "POST" and endpoint in ("chat/completions", "responses"):
             self.generate(endpoint, document)
+        elif base == RESOURCES_BASE and endpoint.split("/")[0] in RESOURCE_FAMILIES:
+            self.resource(method, endpoint.split("/"), body, document)
         else:
             self.send_oracle_error(*NOT_FOUND)
 
@@ -357,6 +380,7 @@ class Handler(BaseHTTPRequestHandler):
             with simulator.lock:
                 simulator.requests.clear()
                 simulator.settings = dict(simulator.initial_settings)
+            simulator.store.reset()
             self.send_json(200, simulator.settings)
         elif method == "POST" and self.path == "/_sim/settings":
             simulator.settings.update(json.loads(body))
@@ -407,6 +431,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_oracle_error(400, f"Model {model} is not supported by the Responses API.")
             return
         text = answer_text(model, document)
+        if endpoint == "responses":
+            try:
+                earlier = self.server.simulator.store.context_of(document, self.project)
+            except OracleError as e:
+                self.send_oracle_error(e.status, e.message)
+                return
+            if earlier:
+                text += f" (continuing {len(earlier)} earlier items)"
         reasoning, call = None, None
         finish = "stop"
         if (
@@ -543,8 +575,14 @@ class Handler(BaseHTTPRequestHandler):
         }
         if incomplete:
             response["incomplete_details"] = {"reason": "max_output_tokens"}
+        response["background"] = bool(document.get("background"))
+        store, seconds = self.server.simulator.store, self.server.simulator.settings
         if not document.get("stream"):
-            self.send_json(200, response)
+            store.keep_response(document, response, [], self.project, seconds["background_seconds"])
+            if response["background"]:
+                self.send_json(200, store.retrieve_response(response_id, self.project))
+            else:
+                self.send_json(200, response)
             return
         sequence = iter(range(1_000_000))
 
@@ -590,7 +628,78 @@ class Handler(BaseHTTPRequestHandler):
             event("response.output_item.done", output_index=0, item=item),
             event("response.incomplete" if incomplete else "response.completed", response=response),
         ]
+        store.keep_response(document, response, events, self.project, seconds["background_seconds"])
         self.send_events(events)
+
+    @property
+    def project(self) -> str | None:
+        return self.headers.get("openai-project")
+
+    def resource(self, method: str, parts: list[str], body: bytes, document: Any) -> None:
+        """The stored resources' endpoints (see oracle_store.py)."""
+        if not self.project:
+            self.send_oracle_error(*NO_PROJECT)
+            return
+        store, project = self.server.simulator.store, self.project
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        document = document if isinstance(document, dict) else {}
+        try:
+            match method, parts:
+                case "GET", ["responses", rid] if query.get("stream") == "true":
+                    after = query.get("starting_after")
+                    self.send_events(store.response_events(rid, project, after and int(after)))
+                    return
+                case "GET", ["responses", rid]:
+                    answer = store.retrieve_response(rid, project)
+                case "DELETE", ["responses", rid]:
+                    answer = store.delete(rid, "response", project)
+                case "POST", ["responses", rid, "cancel"]:
+                    answer = store.cancel_response(rid, project)
+                case "GET", ["responses", rid, "input_items"]:
+                    answer = store.input_items(rid, project, query)
+                case "POST", ["conversations"]:
+                    answer = store.create_conversation(document, project)
+                case "GET", ["conversations", cid]:
+                    answer = store.conversation(cid, project)
+                case "POST", ["conversations", cid]:
+                    answer = store.conversation(cid, project, update=document)
+                case "DELETE", ["conversations", cid]:
+                    answer = store.delete(cid, "conversation", project)
+                case "GET", ["conversations", cid, "items"]:
+                    answer = store.conversation_items(cid, project, query)
+                case "POST", ["conversations", cid, "items"]:
+                    answer = store.add_items(cid, project, document)
+                case "GET" | "DELETE", ["conversations", cid, "items", iid]:
+                    answer = store.conversation_item(cid, iid, project, delete=method == "DELETE")
+                case "POST", ["files"]:
+                    content_type = self.headers.get("content-type", "")
+                    answer = store.create_file(content_type, body, project)
+                case "GET", ["files" | "containers" as family]:
+                    answer = store.listing(family.removesuffix("s"), project, query)
+                case "GET", ["files", fid]:
+                    answer = store.file(fid, project).document
+                case "GET", ["files", fid, "content"]:
+                    self.send_bytes(store.file(fid, project).content)
+                    return
+                case "DELETE", ["files" | "containers" as family, rid]:
+                    answer = store.delete(rid, family.removesuffix("s"), project)
+                case "POST", ["containers"]:
+                    answer = store.create_container(document, project)
+                case "GET", ["containers", rid]:
+                    answer = store.get(rid, "container", project).document
+                case _:
+                    raise OracleError(*NOT_FOUND)
+        except OracleError as e:
+            self.send_oracle_error(e.status, e.message)
+            return
+        self.send_json(200, answer)
+
+    def send_bytes(self, content: bytes) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("content-length", str(len(content)))
+        self.end_common_headers()
+        self.wfile.write(content)
 
 
 def _pieces(text: str) -> list[str]:

@@ -50,10 +50,12 @@ from .keys import REPLAY_KEY, ClientKey, invalid_key, model_not_allowed
 from .lifecycle import Runtime
 from .limits import limit_error
 from .relay import REFUSAL_PATH
+from .resource_routing import created, deleted, follow_owner, route_resource
 from .routing import (
     UPSTREAM_ENDPOINTS,
     Endpoint,
     Request,
+    Route,
     check_body_size,
     check_declared_body,
     classify,
@@ -279,7 +281,7 @@ class GoModel:
             return
         runtime = self.runtime
         try:
-            if call.request.endpoint not in UPSTREAM_ENDPOINTS:
+            if call.request.endpoint not in UPSTREAM_ENDPOINTS and call.request.resource is None:
                 self.answer_locally(flow, call, call.request)
                 return
             content = flow.request.raw_content or b""
@@ -288,8 +290,7 @@ class GoModel:
             check_forwarded_headers(call.client_headers)
             key = call.key
             assert key is not None  # admitted
-            ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
-            planned = route(runtime.inventory, call.request, content, ask_usage)
+            planned = self.plan(call, call.request, content, key)
             call.requested_model = planned.requested_model
             await self.check_key(key, planned.model_names)
             call.route = planned
@@ -320,16 +321,44 @@ class GoModel:
             if starved(document):
                 flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
                 call.starved = True
+            self.learn(call, document)
         self.show_upstream(flow, call)
         self.finish(flow, call)
 
     async def check_key(self, key: ClientKey, model_names: tuple[str, ...]) -> None:
-        """A client key's models and limits, before anything is sent."""
-        if not key.allows(*model_names):
+        """A client key's models (when the call names one: a stored resource's does not) and
+        limits, before anything is sent."""
+        if model_names and not key.allows(*model_names):
             raise model_not_allowed(key, model_names[0])
         verdict = await self.runtime.limiter.admit(key.name, key.limits)
         if not verdict.admitted:
             raise limit_error(key.name, key.limits, verdict)
+
+    def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
+        """Where a call goes: a model call by its model (one continuing stored state, to the
+        state's owner); a stored resource's call to the resource's owner (resource_routing)."""
+        runtime = self.runtime
+        if request.resource is not None:
+            return route_resource(
+                runtime.inventory, runtime.affinity, call.method, request.resource, content
+            )
+        ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
+        planned = route(runtime.inventory, request, content, ask_usage)
+        if planned.endpoint is Endpoint.RESPONSES:
+            planned = follow_owner(planned, runtime.affinity, content)
+        return planned
+
+    def learn(self, call: Call, document: dict[str, Any] | None) -> None:
+        """What a successful call teaches the affinity store: who owns what it created (a
+        streamed response's id comes from its events), that what it deleted is gone."""
+        target, request = call.answered_by, call.request
+        if target is None or request is None or not 200 <= call.status < 300:
+            return
+        streamed = call.stream.response_id if call.stream else None
+        if made := created(request, document, streamed):
+            self.runtime.affinity.remember(made[0], target.provider.name, made[1])
+        elif gone := deleted(request):
+            self.runtime.affinity.forget(gone)
 
     def answer_locally(self, flow: http.HTTPFlow, call: Call, request: Request) -> None:
         runtime = self.runtime
@@ -437,7 +466,7 @@ class GoModel:
         if target is None or planned is None:
             return
         provider, client = target.provider, flow.request
-        host, port, path = upstream_location(provider.base_url, planned.endpoint.value)
+        host, port, path = upstream_location(provider.base_url, planned.upstream_path)
         if planned.query:  # any bytes a client sent: not re-parsed as a URL
             path = f"{path}?{planned.query}"
         shown = http.Request(  # the constructor: no URL to parse again on every call
@@ -522,6 +551,8 @@ class GoModel:
             return
         call.finished = True
         call.notes.extend(notes)
+        if call.stream is not None:  # a streamed answer has ended: what did it create?
+            self.learn(call, None)
         if flow.response:
             call.status = flow.response.status_code
         entry = record(call, time.monotonic(), self.runtime.settings.log_bodies)
@@ -553,7 +584,7 @@ def restore_replay(flow: http.HTTPFlow) -> bool:
     request.url = client_url
     request.headers.pop("authorization", None)
     document = parse_json(request.raw_content or b"")
-    if document is not None and document.get("model") != model:
+    if model and document is not None and document.get("model") != model:
         request.content = json.dumps({**document, "model": model}, ensure_ascii=False).encode()
     return True
 

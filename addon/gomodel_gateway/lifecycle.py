@@ -18,6 +18,7 @@ import certifi
 from mitmproxy import contentviews, ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
+from .affinity import AffinityStore
 from .config import ConfigError, GatewayConfig, Provider, check_reload
 from .contentview import GoModelContentview
 from .discovery import Discovery, fetch_models
@@ -63,6 +64,8 @@ class Runtime:
         self.upstream_proxy: UpstreamProxy | None = None
         self.limiter = Limiter(time.time)
         self.closing: set[asyncio.Task[None]] = set()
+        # Which provider created each stored resource; kept across reloads.
+        self.affinity = AffinityStore(time.monotonic)
 
     @property
     def config(self) -> GatewayConfig:

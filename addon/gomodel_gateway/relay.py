@@ -67,6 +67,7 @@ class StreamRelay:
             return
         app = web.Application()
         app.router.add_post(PATH_PREFIX + "{token}", self.handle)
+        app.router.add_get(PATH_PREFIX + "{token}", self.handle)  # a stored response's stream
         app.router.add_route("*", REFUSAL_PATH, self.refuse)
         # handler_cancellation: a call whose client left (mitmproxy dropped the connection) stops
         # at once, whether it still waits for Oracle or is streaming.

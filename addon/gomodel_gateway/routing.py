@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
-from . import safejson
+from . import resources, safejson
 from .adapt import adapt
 from .config import is_model_id
 from .errors import GatewayError, clip_for_message
@@ -27,6 +27,12 @@ class Endpoint(StrEnum):
     CHAT_COMPLETIONS = "chat/completions"
     RESPONSES = "responses"
     TRACES = "traces"  # the OpenAI Agents SDK's trace export: accepted and dropped
+    # Stored resources, passed through to their owner (resources.py)
+    STORED_RESPONSES = "responses/{id}"
+    CONVERSATIONS = "conversations"
+    FILES = "files"
+    CONTAINERS = "containers"
+    VECTOR_STORES = "vector_stores"
 
 
 UPSTREAM_ENDPOINTS = (Endpoint.CHAT_COMPLETIONS, Endpoint.RESPONSES)
@@ -50,7 +56,8 @@ NOT_AT_ORACLE = {
 MODEL_PREFIX = "/v1/models/"
 SUPPORTED = (
     "GET /v1/models, GET /v1/models/{model}, POST /v1/chat/completions, POST /v1/responses, "
-    "GET /health, GET /metrics"
+    "/v1/responses/{id}, /v1/conversations, /v1/files, /v1/containers, "
+    "/v1/vector_stores/{id}/files, GET /health, GET /metrics"
 )
 HOW_TO_ADD_MODELS = (
     "add it to ORACLE_MODELS (comma-separated) or to the provider's models: list in config.yaml"
@@ -65,6 +72,7 @@ class Request:
     endpoint: Endpoint
     query: str = ""
     model: str | None = None  # the {model} of GET /v1/models/{model}
+    resource: resources.ResourcePath | None = None  # a stored resource's endpoint
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,17 @@ class Route:
     usage_added: bool = False  # the gateway asked for the stream's usage chunk, not the client
     alias: str | None = None  # the alias (exact name or glob) the requested model went through
     alias_target: str | None = None  # what that alias names (a model id or provider/model)
+    method: str = "POST"
+    path: str = ""  # under the provider's base URL, when it is not the endpoint's own
+
+    @property
+    def upstream_path(self) -> str:
+        return self.path or self.endpoint.value
+
+    @property
+    def subject(self) -> str:
+        """What the call is about, for messages: the model, or the resource's endpoint."""
+        return repr(self.requested_model) if self.requested_model else f"{self.method} /{self.path}"
 
     @property
     def target(self) -> Target:
@@ -107,6 +126,8 @@ def classify(method: str, path: str) -> Request:
         endpoint, allowed, model = Endpoint.MODEL, "GET", unquote(clean[len(MODEL_PREFIX) :])
     elif clean in ROUTES:
         (allowed, endpoint), model = ROUTES[clean], None
+    elif resource := resources.parse(method, clean, query):
+        return Request(Endpoint(resource.operation.family), resource.query, resource=resource)
     elif clean in NOT_AT_ORACLE:
         raise GatewayError(
             404,

@@ -83,6 +83,7 @@ class StreamSummary:
     text_seen: bool = False  # visible output: text, or a tool call's arguments
     cut_short: bool = False  # the output budget ran out (finish_reason "length", incomplete)
     last_sequence_number: int | None = None  # of the Responses API's events
+    response_id: str | None = None  # the Responses API's response, once an event named it
     parser: SSEParser = field(default_factory=SSEParser)
 
     @property
@@ -125,6 +126,8 @@ class StreamSummary:
         response = payload.get("response")
         if isinstance(response, dict) and response.get("status") == "incomplete":
             self.cut_short = True
+        if isinstance(response, dict) and isinstance(response.get("id"), str):
+            self.response_id = self.response_id or response["id"]
         usage = payload.get("usage")
         if usage is None and isinstance(response, dict):
             usage = response.get("usage")

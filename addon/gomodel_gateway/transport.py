@@ -333,12 +333,13 @@ class Transport:
             seconds = self.clock() - started
             attempts.append(Attempt(provider.name, provider.address, kind, status, detail, seconds))
 
-        url = upstream_url(provider, route.endpoint.value, route.query)
+        url = upstream_url(provider, route.upstream_path, route.query)
         try:
             async with asyncio.timeout(timeouts.headers):
-                response = await self.client().post(
+                response = await self.client().request(
+                    route.method,
                     url,
-                    data=route.bodies[provider.name],
+                    data=route.bodies[provider.name] or None,
                     headers=outgoing_headers(client_headers, provider),
                     ssl=self.ssl_context(),
                     timeout=connect_timeout(timeouts),
@@ -415,7 +416,7 @@ class Transport:
         names = ", ".join(t.provider.name for t in route.candidates)
         return GatewayError(
             503,
-            f"Every provider serving {route.requested_model!r} ({names}) failed repeatedly and "
+            f"Every provider serving {route.subject} ({names}) failed repeatedly and "
             f"is cooling down; retry in about {wait} s (see /health).",
             code="providers_cooling_down",
             type="api_error",
@@ -436,7 +437,7 @@ class Transport:
         status, code = (504, "upstream_timeout") if timed_out else (502, "upstream_unreachable")
         return GatewayError(
             status,
-            f"Oracle could not be reached for {route.requested_model!r} after "
+            f"Oracle could not be reached for {route.subject} after "
             f"{len(attempts)} attempt(s): {tried}.",
             code=code,
             type="api_error",

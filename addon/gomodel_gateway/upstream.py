@@ -47,7 +47,8 @@ def upstream_location(base_url: str, endpoint: str) -> tuple[str, int, str]:
 
 
 def upstream_url(provider: Provider, endpoint: str, query: str) -> str:
-    """{base_url}/chat/completions or {base_url}/responses, with the client's query string."""
+    """{base_url}/{endpoint} (chat/completions, responses, files/{id}...), with the client's
+    query string."""
     url = f"{provider.base_url}/{endpoint}"
     return f"{url}?{query}" if query else url
 

@@ -1,0 +1,142 @@
+"""Where a stored resource's call goes, and what a successful call teaches the affinity store.
+
+- A call naming an id (`GET /v1/files/{id}`...) goes to the provider that created it, and to no
+  other: the id exists only there, so it is never failed over (nor used to probe other
+  regions). An id the gateway has not seen created goes to the first provider serving Oracle's
+  `/openai/v1` API, whose 404 is passed on as it is. Calls naming no id (creating, listing) go
+  there too.
+- `POST /v1/responses` naming a `previous_response_id` or a `conversation` the gateway knows is
+  sent to that id's owner, whatever provider the model would prefer; a model the owner does not
+  serve is a 400 (its state is nowhere else).
+Pure: the addon passes the inventory and the store in.
+"""
+
+import dataclasses
+from typing import Any
+
+from . import safejson
+from .affinity import AffinityStore
+from .basepaths import resource_provider
+from .errors import GatewayError, clip_for_message
+from .inventory import Inventory, Target
+from .resources import ID, MAX_ID_LENGTH, Action, ResourcePath
+from .routing import Endpoint, Request, Route
+
+# Cheap tests before a responses body is parsed a second time.
+FOLLOWUP_MARKERS = (b'"previous_response_id"', b'"conversation"')
+
+
+def is_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(ID.fullmatch(value))
+
+
+def serving_provider(inventory: Inventory, affinity: AffinityStore, owner_id: str | None) -> Target:
+    """The owner of `owner_id` if remembered and still configured, else the first provider
+    serving /openai/v1; as a target on its /openai/v1 base."""
+    owner = affinity.owner(owner_id) if owner_id else None
+    named = inventory.provider(owner.provider) if owner else None
+    candidates = ([named] if named else []) + list(inventory.providers)
+    for provider in candidates:
+        if served := resource_provider(provider):
+            return Target(served, "")
+    raise GatewayError(
+        404,
+        "No provider serves Oracle's stored resources: they are on the /openai/v1 base of an "
+        "Oracle inference host, and no provider's base_url ends in /openai/v1 or "
+        "/20231130/actions/v1.",
+        code="no_resource_provider",
+    )
+
+
+def route_resource(
+    inventory: Inventory, affinity: AffinityStore, method: str, resource: ResourcePath, body: bytes
+) -> Route:
+    target = serving_provider(inventory, affinity, resource.owner_id)
+    family = Endpoint(resource.operation.family)
+    # A stored response's stream carries Responses API events (the relay's error events).
+    endpoint = Endpoint.RESPONSES if family is Endpoint.STORED_RESPONSES else family
+    return Route(
+        endpoint,
+        (target,),
+        "",
+        resource.stream,
+        {target.provider.name: body},
+        resource.query,
+        method=method,
+        path=resource.path,
+    )
+
+
+def followup_ids(body: bytes) -> list[tuple[str, str]]:
+    """(field, id) for the stored state a responses body continues: previous_response_id and
+    conversation (an id, or an object with one)."""
+    if not any(marker in body for marker in FOLLOWUP_MARKERS):
+        return []
+    try:
+        document = safejson.loads(body)
+    except ValueError:
+        return []  # routing already refused it
+    if not isinstance(document, dict):
+        return []
+    conversation = document.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    found = [("previous_response_id", document.get("previous_response_id"))]
+    found.append(("conversation", conversation))
+    return [(name, value) for name, value in found if is_id(value)]
+
+
+def follow_owner(planned: Route, affinity: AffinityStore, body: bytes) -> Route:
+    """A responses call continuing stored state, sent to that state's owner only."""
+    owners = {}
+    for name, value in followup_ids(body):
+        if owner := affinity.owner(value):
+            owners[owner.provider] = f"{name} {clip_for_message(value)}"
+    if not owners:
+        return planned
+    if len(owners) > 1:
+        raise GatewayError(
+            400,
+            "This request continues state held by different providers ("
+            + "; ".join(f"{what} at {name}" for name, what in owners.items())
+            + "); they cannot be combined.",
+            code="conflicting_owners",
+        )
+    ((owner, what),) = owners.items()
+    target = next((t for t in planned.candidates if t.provider.name == owner), None)
+    if target is None:
+        serving = ", ".join(t.provider.name for t in planned.candidates)
+        raise GatewayError(
+            400,
+            f"The {what} is stored at provider {owner!r}, which does not serve the model "
+            f"{clip_for_message(planned.requested_model)} (served by {serving}); the state "
+            f"exists only there: use a model {owner!r} serves.",
+            param="model",
+            code="model_not_at_owner",
+        )
+    return dataclasses.replace(planned, candidates=(target,))
+
+
+def created(
+    request: Request, document: dict[str, Any] | None, streamed_id: str | None
+) -> tuple[str, str] | None:
+    """(id, kind) of what a successful call created: a response (a model call, plain or
+    streamed), a conversation, a file or a container."""
+    resource = request.resource
+    if resource is None:
+        if request.endpoint is not Endpoint.RESPONSES:
+            return None
+        made, kind = streamed_id or (document or {}).get("id"), "response"
+    elif resource.operation.action is Action.CREATE:
+        made, kind = (document or {}).get("id"), resource.operation.kind
+    else:
+        return None
+    return (made, kind) if is_id(made) else None
+
+
+def deleted(request: Request) -> str | None:
+    """The id a successful call deleted."""
+    resource = request.resource
+    if resource is not None and resource.operation.action is Action.DELETE:
+        return resource.owner_id
+    return None

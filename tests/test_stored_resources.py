@@ -1,0 +1,272 @@
+"""Oracle's stored resources end to end with the openai SDK: responses kept, listed and deleted,
+background responses polled and their streams resumed, conversations, files, and two regions
+whose ids stay where they were created. Real mitmdump, real simulators (one per region);
+assertions look at what each simulator received."""
+
+import http.client
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from conftest import CHICAGO_MODELS, CLIENT_KEY, FRANKFURT_MODELS, openai_client, two_region_env
+from openai import OpenAI
+from processes import Gateway, Simulator, start_gateway
+
+PROJECT = "ocid1.generativeaiproject.oc1.us-chicago-1.amaaaaaastoredresources"
+RESOURCES_YAML = f"""
+providers:
+  oracle:
+    base_url: ${{CHICAGO_URL}}
+    api_key: ${{CHICAGO_KEY}}
+    project: {PROJECT}
+    models: {CHICAGO_MODELS}
+    models_mode: allowlist
+  oracle-eu:
+    base_url: ${{FRANKFURT_URL}}
+    api_key: ${{FRANKFURT_KEY}}
+    project: {PROJECT}
+    models: {FRANKFURT_MODELS}
+    models_mode: allowlist
+"""
+MODEL = "xai.grok-4"  # Chicago only
+SHARED_MODEL = "openai.gpt-oss-120b"  # both regions; Chicago preferred
+POLL_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    simulators: tuple[Simulator, Simulator],
+    shared_ca: Path,
+) -> Iterator[Gateway]:
+    """Chicago (configured on /20231130/actions/v1) first, Frankfurt (on /openai/v1), both with
+    a project, as Oracle's stored resources need one."""
+    workdir = tmp_path_factory.mktemp("resources")
+    config = workdir / "gomodel.yaml"
+    config.write_text(RESOURCES_YAML)
+    gateway = start_gateway(
+        workdir, two_region_env(simulators), "--set", f"gomodel_config={config}", ca=shared_ca
+    )
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def client(gateway: Gateway, chicago: Simulator, frankfurt: Simulator) -> OpenAI:
+    return openai_client(gateway)
+
+
+def received(simulator: Simulator) -> list[tuple[str, str]]:
+    return [(r["method"], r["path"]) for r in simulator.requests()]
+
+
+def test_a_stored_response_is_retrieved_listed_and_deleted(
+    client: OpenAI, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    created = client.responses.create(model=MODEL, input="remember me")
+
+    fetched = client.responses.retrieve(created.id)
+    items = client.responses.input_items.list(created.id)
+    deleted = client.delete(f"/responses/{created.id}", cast_to=dict)
+
+    assert fetched.id == created.id and fetched.output_text == created.output_text
+    assert [item.content[0].text for item in items.data] == ["remember me"]
+    assert deleted == {"id": created.id, "object": "response", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    resource = f"/openai/v1/responses/{created.id}"  # derived from Chicago's actions/v1 base
+    assert received(chicago) == [
+        ("POST", "/20231130/actions/v1/responses"),
+        ("GET", resource),
+        ("GET", f"{resource}/input_items"),
+        ("DELETE", resource),
+        ("GET", resource),
+    ]
+    assert all(r["headers"]["openai-project"] == PROJECT for r in chicago.requests())
+    assert frankfurt.requests() == []
+
+
+def test_a_background_response_is_polled_to_completed(client: OpenAI) -> None:
+    created = client.responses.create(model=MODEL, input="take your time", background=True)
+
+    seen = [created.status]
+    deadline = time.monotonic() + POLL_SECONDS
+    while seen[-1] in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen.append(client.responses.retrieve(created.id).status)
+
+    assert seen[0] == "queued" and seen[-1] == "completed", seen
+    assert "take your time" in client.responses.retrieve(created.id).output_text
+
+
+def test_a_cancelled_background_response_stays_cancelled(
+    client: OpenAI, chicago: Simulator
+) -> None:
+    chicago.configure(background_seconds=30)
+    created = client.responses.create(model=MODEL, input="never mind", background=True)
+
+    cancelled = client.responses.cancel(created.id)
+
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(created.id).status == "cancelled"
+
+
+def test_a_background_stream_resumes_after_its_third_event(
+    client: OpenAI, gateway: Gateway, chicago: Simulator
+) -> None:
+    first: list = []
+    with client.responses.create(
+        model=MODEL, input="stream and resume", background=True, stream=True
+    ) as stream:
+        for event in stream:
+            first.append(event)
+            if len(first) == 3:
+                break
+    response_id = first[0].response.id
+
+    resumed = list(client.responses.retrieve(response_id, stream=True, starting_after=2))
+
+    numbers = [e.sequence_number for e in first + resumed]
+    assert numbers == list(range(len(numbers)))
+    assert resumed[-1].type == "response.completed"
+    assert "stream and resume" in resumed[-1].response.output_text
+    assert ("GET", f"/openai/v1/responses/{response_id}?starting_after=2&stream=true") in (
+        received(chicago)
+    )
+    # The resumed stream went the streams' way: its usage is in the access log line.
+    line = next(
+        line for line in gateway.log().splitlines() if f"GET /v1/responses/{response_id}" in line
+    )
+    assert " in=" in line and " in=-" not in line and "stream" in line
+
+
+def test_a_conversation_carries_two_responses(client: OpenAI, chicago: Simulator) -> None:
+    conversation = client.conversations.create(metadata={"topic": "gateway"})
+
+    first = client.responses.create(model=MODEL, input="first turn", conversation=conversation.id)
+    second = client.responses.create(model=MODEL, input="second turn", conversation=conversation.id)
+    items = client.conversations.items.list(conversation.id, order="asc")
+
+    assert "continuing" not in first.output_text
+    assert "(continuing 2 earlier items)" in second.output_text
+    assert [item.role for item in items.data] == ["user", "assistant", "user", "assistant"]
+    assert client.conversations.retrieve(conversation.id).metadata == {"topic": "gateway"}
+    assert client.conversations.delete(conversation.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conversation.id)
+
+
+def test_a_file_is_uploaded_listed_fetched_and_deleted(
+    client: OpenAI, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    data = os.urandom(1024 * 1024)
+
+    uploaded = client.files.create(file=("data.bin", data), purpose="user_data")
+    listed = client.files.list(purpose="user_data")
+    fetched = client.files.retrieve(uploaded.id)
+    content = client.files.content(uploaded.id).read()
+    deleted = client.files.delete(uploaded.id)
+
+    assert uploaded.bytes == len(data) and uploaded.filename == "data.bin"
+    assert [f.id for f in listed.data] == [uploaded.id]
+    assert fetched.id == uploaded.id
+    assert content == data
+    assert deleted.deleted
+    upload = chicago.requests()[0]
+    assert upload["path"] == "/openai/v1/files"
+    assert upload["headers"]["content-type"].startswith("multipart/form-data; boundary=")
+    assert upload["raw_body_size"] > len(data)
+    assert frankfurt.requests() == []
+
+
+def test_an_upload_over_the_body_limit_is_refused_before_oracle(
+    gateway: Gateway, client: OpenAI, chicago: Simulator
+) -> None:
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.files.create(file=("big.bin", b"x" * (11 * 1024 * 1024)), purpose="user_data")
+
+    assert refused.value.status_code == 413
+    assert chicago.requests() == []
+
+
+def test_a_pinned_eu_response_is_followed_up_in_the_eu(
+    client: OpenAI, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    created = client.responses.create(model=f"oracle-eu/{SHARED_MODEL}", input="bonjour")
+
+    fetched = client.responses.retrieve(created.id)
+    follow_up = client.responses.create(
+        model=SHARED_MODEL, input="and then?", previous_response_id=created.id
+    )
+
+    assert fetched.id == created.id
+    assert "(continuing 2 earlier items)" in follow_up.output_text
+    assert received(frankfurt) == [
+        ("POST", "/openai/v1/responses"),
+        ("GET", f"/openai/v1/responses/{created.id}"),
+        ("POST", "/openai/v1/responses"),
+    ]
+    assert chicago.requests() == []
+
+
+def test_a_follow_up_naming_a_model_its_owner_lacks_is_refused(
+    client: OpenAI, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    created = client.responses.create(model=f"oracle-eu/{SHARED_MODEL}", input="bonjour")
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, input="next", previous_response_id=created.id)
+
+    assert refused.value.code == "model_not_at_owner"
+    assert "oracle-eu" in refused.value.message
+    assert len(frankfurt.requests()) == 1 and chicago.requests() == []
+
+
+def test_an_unknown_id_goes_to_the_first_provider_and_its_404_passes(
+    client: OpenAI, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-made-elsewhere")
+
+    assert received(chicago) == [("GET", "/openai/v1/files/file-made-elsewhere")]
+    assert frankfurt.requests() == []
+
+
+def test_an_endpoint_oracle_does_not_offer_is_named_in_a_404(client: OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.batches.list()
+
+    assert refused.value.code == "not_offered_by_oracle"
+    assert "/v1/batches" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/responses/../../models",
+        "/v1/responses/..%2F..%2Fmodels",
+        "/v1/files/file-1%2Fcontent",
+        "/v1/files/file-1%3Fpurpose=x/content",
+        "/v1/conversations/conv%23x/items",
+        "/v1/responses/" + "r" * 10_000,
+        "/v1/responses/resp_1?stream=true&starting_after=1%26limit%3D5",
+        "/v1/files?purpose=x&injected=1",
+    ],
+    ids=["dotdot", "encoded-slash", "slash-in-id", "query-in-id", "fragment", "10kB", "&", "param"],
+)
+def test_hostile_ids_get_400_and_reach_no_simulator(
+    gateway: Gateway, path: str, chicago: Simulator, frankfurt: Simulator
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+        answer = connection.getresponse()
+        answer.read()
+    finally:
+        connection.close()
+
+    assert answer.status == 400
+    assert chicago.requests() == [] and frankfurt.requests() == []
