@@ -190,6 +190,9 @@ def mitmdump_args(
     ]
     if ca:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={ca}"]
+    # Each option once: mitmproxy silently unloads a script whose option is set twice.
+    if not any("gomodel_usage_db=" in option for option in options):
+        args += ["--set", f"gomodel_usage_db={confdir.parent / 'usage.db'}"]  # not ~/.gomodel
     return args + list(options)
 
 

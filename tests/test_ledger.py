@@ -7,14 +7,12 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import astuple, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from gomodel_gateway.ledger import (
     DEFAULT_USAGE_DB,
@@ -32,7 +30,7 @@ from gomodel_gateway.usage_report import (
     report_query,
 )
 from processes import REPO, clean_env, free_port
-from stores import PostgresServer, start_postgres
+from stores import start_postgres
 
 USAGE = REPO / "scripts" / "usage.py"
 NOW = datetime(2025, 11, 26, 12, 0, tzinfo=UTC).timestamp()
@@ -80,15 +78,6 @@ def count_rows(target: str) -> int:
 def unreachable_postgres() -> str:
     """A PostgreSQL URL nothing answers: a database that is down."""
     return f"postgresql://gomodel:{PASSWORD}@127.0.0.1:{free_port()}/gomodel"
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A new, empty database on the shared server."""
-    name = f"ledger_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.url, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return postgres_server.url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

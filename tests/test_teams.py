@@ -4,11 +4,15 @@ token budgets, per-key metrics; several gateways sharing limits through a real r
 import http.client
 import json
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
+import redis
 from conftest import openai_client
 from processes import Gateway, Simulator, start_gateway
 from prometheus_client.parser import text_string_to_metric_families
@@ -189,3 +193,110 @@ def test_an_unreachable_redis_leaves_limits_to_each_gateway_and_says_so(
     assert "s3cret-redis" not in log
     assert sample(text, "gomodel_limit_store_errors_total") >= 1
     assert sample(text, "gomodel_limits_shared", store="redis") == 0
+
+
+# -- several gateways: one Redis, one ledger ------------------------------------------------------
+
+USAGE = Path(__file__).resolve().parents[1] / "scripts" / "usage.py"
+
+
+def usage_report(db: str, *args: str) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, str(USAGE), "--db", db, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def wait_for_rows(db: str, count: int) -> list[dict]:
+    """The ledger writes in batches, about once a second."""
+    deadline = time.monotonic() + 15
+    while True:
+        rows = usage_report(db, "--by", "key,provider,model")
+        if sum(row["requests"] for row in rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+def test_two_gateways_share_one_rate_limit_through_redis(
+    tmp_path: Path, chicago: Simulator, redis_server
+) -> None:
+    url = f"--set=gomodel_redis_url={redis_server.url}"
+    flush(redis_server.url)
+    first = start_team_gateway(tmp_path / "a", chicago, url)
+    second = start_team_gateway(tmp_path / "b", chicago, url)
+    try:
+        clients = [openai_client(first, CI_KEY), openai_client(second, CI_KEY)]
+        for call in range(3):  # alternating: each gateway alone would allow 3
+            clients[call % 2].chat.completions.create(model="xai.grok-4", messages=HELLO)
+        with pytest.raises(openai.RateLimitError) as refused:
+            clients[1].chat.completions.create(model="xai.grok-4", messages=HELLO)
+        text = metrics(second)
+    finally:
+        first.stop()
+        second.stop()
+    assert refused.value.body["code"] == "rate_limit_exceeded"
+    assert sample(text, "gomodel_limits_shared", store="redis") == 1
+    assert sample(text, "gomodel_limit_store_errors_total") == 0
+
+
+def flush(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+
+
+def test_two_gateways_write_one_postgresql_ledger(
+    tmp_path: Path, chicago: Simulator, postgres_url: str
+) -> None:
+    db = f"--set=gomodel_usage_db={postgres_url}"
+    first = start_team_gateway(tmp_path / "a", chicago, db)
+    second = start_team_gateway(tmp_path / "b", chicago, db)
+    try:
+        openai_client(first, CI_KEY).chat.completions.create(model="xai.grok-4", messages=HELLO)
+        list(
+            openai_client(second, CI_KEY).responses.create(
+                model="gpt-4o-mini", input="hi", stream=True
+            )
+        )
+        with pytest.raises(openai.PermissionDeniedError):
+            openai_client(second, CI_KEY).responses.create(model="openai.gpt-oss-120b", input="x")
+        openai_client(second, MASTER_KEY).chat.completions.create(
+            model="openai.gpt-oss-120b", messages=HELLO
+        )
+        rows = wait_for_rows(postgres_url, 4)
+        text = metrics(second)
+    finally:
+        first.stop()
+        second.stop()
+    by = {(row["key"], row["provider"], row["model"]): row for row in rows}
+    assert by[("ci", "oracle", "xai.grok-4")]["requests"] == 1
+    assert by[("ci", "oracle", "openai.gpt-oss-120b")]["requests"] == 1  # through the alias
+    assert by[("ci", "gateway", "")]["errors"] == 1  # the refusal, recorded with its key
+    assert by[("master", "oracle", "openai.gpt-oss-120b")]["tokens_out"] > 0
+    assert sum(row["requests"] for row in rows) == 4
+    assert sample(text, "gomodel_ledger_rows", outcome="written") == 4  # 3 calls, 1 owner
+    assert sample(text, "gomodel_ledger_rows", outcome="dropped") == 0
+
+
+def test_the_sqlite_ledger_keeps_calls_across_a_restart_and_strangers_leave_no_row(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    db = tmp_path / "usage.db"
+    for run in ("a", "b"):
+        gateway = start_team_gateway(tmp_path / run, chicago, f"--set=gomodel_usage_db={db}")
+        try:
+            openai_client(gateway, CI_KEY).chat.completions.create(
+                model="xai.grok-4", messages=HELLO
+            )
+            with pytest.raises(openai.AuthenticationError):
+                openai_client(gateway, "gm-ci-key-8b2").chat.completions.create(
+                    model="xai.grok-4", messages=HELLO
+                )
+        finally:
+            gateway.stop()  # flushes the ledger
+    rows = usage_report(str(db))
+    assert [(row["key"], row["requests"]) for row in rows] == [("ci", 2)]
+    assert oct(db.stat().st_mode & 0o777) == "0o600"

@@ -34,7 +34,7 @@ from mitmproxy.proxy import server_hooks
 
 from . import local, safejson
 from .adapt import STARVED_WARNING, starved
-from .call import Call, SentRequest, record
+from .call import Call, SentRequest, record, usage_row
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
     cors_headers,
@@ -367,6 +367,7 @@ class GoModel:
                 {name: len(models) for name, models in runtime.inventory.models.items()},
                 runtime.breaker_states(),
                 runtime.limiter.shared if runtime.limiter.redis else None,
+                runtime.ledger.counts() if runtime.ledger else None,
             )
             headers = {"content-type": runtime.metrics.content_type}
             flow.response = http.Response.make(200, runtime.metrics.exposition(), headers)
@@ -566,6 +567,9 @@ class GoModel:
         self.runtime.metrics.record(entry, call.attempts)
         if call.key and (spent := (entry.tokens_in or 0) + (entry.tokens_out or 0)):
             self.runtime.limiter.spend(call.key.name, call.key.limits, spent)
+        ledger = self.runtime.ledger
+        if ledger and call.key and call.request and call.request.endpoint in UPSTREAM_ENDPOINTS:
+            ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise
 

@@ -12,9 +12,11 @@ from enum import StrEnum
 
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
+from .config import MAX_MODEL_ID
 from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
+from .ledger import UsageRow
 from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
@@ -194,3 +196,22 @@ def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
         if not call.route.stream:
             entry.response_body = clip(call.response_body)
     return entry
+
+
+def usage_row(entry: AccessRecord, now: float, gateway: str) -> UsageRow:
+    """The usage ledger's row for a finished call (see record)."""
+    return UsageRow(
+        time=now,
+        key=entry.key,
+        provider=entry.provider,
+        requested_model=entry.requested_model[:MAX_MODEL_ID],
+        model=entry.model,
+        endpoint=entry.endpoint,
+        stream=entry.stream,
+        status=entry.status,
+        tokens_in=entry.tokens_in,
+        tokens_out=entry.tokens_out,
+        latency_ms=round(entry.seconds * 1000, 3),
+        request_id=entry.request_id,
+        gateway=gateway,
+    )

@@ -359,6 +359,15 @@ class Ledger:
     def pending(self) -> int:
         return self._queue.qsize() + len(self._batch)
 
+    def counts(self) -> dict[str, int]:
+        """The counters, for metrics."""
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "pending": self.pending,
+            "failed_writes": self.failed_writes,
+        }
+
     def add(self, row: UsageRow) -> None:
         """Queue one call's row; never blocks, never raises."""
         self._offer(row)

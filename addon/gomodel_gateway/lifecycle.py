@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import certifi
@@ -25,6 +25,7 @@ from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
 from .hosts import is_loopback
 from .inventory import build_inventory
+from .ledger import Ledger, Target, gateway_id, open_ledger
 from .limiter import Limiter, shown_url
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
@@ -66,6 +67,8 @@ class Runtime:
         self.closing: set[asyncio.Task[None]] = set()
         # Which provider created each stored resource; kept across reloads.
         self.affinity = AffinityStore(time.monotonic)
+        self.ledger: Ledger | None = None
+        self.gateway_id = gateway_id()
 
     @property
     def config(self) -> GatewayConfig:
@@ -123,6 +126,7 @@ class Runtime:
             logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
         self.is_running = True
         await self.relay.start()
+        await self.open_ledger(self.settings.usage_db)
         self.start_discovery()
         self.start_config_watch()
 
@@ -137,6 +141,7 @@ class Runtime:
         await self.limiter.close()
         if self.closing:
             await asyncio.wait(self.closing)
+        await self.open_ledger(None)  # the last rows flushed
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -145,6 +150,8 @@ class Runtime:
         path_changed = settings.config_path != self.settings.config_path
         if settings.redis_url != self.settings.redis_url:
             self.replace_limiter(settings.redis_url)
+        if self.is_running and settings.usage_db != self.settings.usage_db:
+            self.in_background(self.open_ledger(settings.usage_db))
         self.stop_discovery()
         self.settings, self.discovered = settings, {}
         names = tuple(p.name for p in settings.config.providers)
@@ -169,9 +176,34 @@ class Runtime:
                 "gomodel: client key limits are shared through Redis at %s", shown_url(redis_url)
             )
         if old.redis is not None:  # its connections, closed once its last writes are done
-            task = asyncio.get_running_loop().create_task(old.close())
-            self.closing.add(task)
-            task.add_done_callback(self.closing.discard)
+            self.in_background(old.close())
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work a reconfigure starts and `done` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    async def open_ledger(self, target: Target | None) -> None:
+        """Close the current usage ledger (flushing it), open the one at `target`, and take
+        the stored resources' owners it remembers. A SQLite file that cannot be created is an
+        error (at startup: the gateway stops); a PostgreSQL that is down only delays rows."""
+        old, self.ledger = self.ledger, None
+        self.affinity.on_remember = None
+        if old is not None:
+            await asyncio.to_thread(old.close)
+        if target is None:
+            return
+        try:
+            ledger = open_ledger(target.location)
+        except ValueError as e:
+            logger.error("gomodel: option gomodel_usage_db: %s", e)
+            return
+        owners = await asyncio.to_thread(ledger.load_resources, self.affinity.capacity)
+        self.affinity.seed(reversed(owners))  # newest last: the most recently used
+        self.affinity.on_remember = ledger.remember_resource
+        self.ledger = ledger
+        logger.info("gomodel: usage ledger at %s", target)
 
     def configure_transport(self) -> None:
         config = self.config

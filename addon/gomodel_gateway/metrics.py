@@ -122,6 +122,14 @@ class Metrics:
             ["store"],
             registry=r,
         )
+        self.ledger_rows = Gauge(
+            "gomodel_ledger_rows",
+            "Usage ledger rows (and stored resources' owners) since start, by outcome: written, "
+            "dropped (queue full, refused by the database, left at close), pending; "
+            "failed_writes counts batch attempts that failed and are retried.",
+            ["outcome"],
+            registry=r,
+        )
         self.models = Gauge(
             "gomodel_models", "Models in the inventory, per provider.", ["provider"], registry=r
         )
@@ -179,8 +187,12 @@ class Metrics:
         models: Mapping[str, int],
         circuits: Mapping[str, Mapping[str, object]],
         limits_shared: bool | None = None,
+        ledger_rows: Mapping[str, int] | None = None,
     ) -> None:
         """The gauges, read when /metrics is asked for."""
+        self.ledger_rows.clear()
+        for outcome, count in (ledger_rows or {}).items():
+            self.ledger_rows.labels(outcome).set(count)
         self.limits_shared.clear()
         if limits_shared is not None:
             self.limits_shared.labels("redis").set(1 if limits_shared else 0)

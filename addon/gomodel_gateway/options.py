@@ -16,6 +16,7 @@ from .accesslog import AccessLog, parse_bool, parse_format
 from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
+from .ledger import DEFAULT_USAGE_DB, Target, parse_target
 from .limiter import check_redis_url
 from .watch import Stamp, file_stamp
 
@@ -90,6 +91,14 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "log. Keys are never logged.",
     ),
     (
+        "gomodel_usage_db",
+        DEFAULT_USAGE_DB,
+        "Where the usage ledger (one row per call: time, key name, provider, models, endpoint, "
+        "status, tokens, latency, opc-request-id) is kept: a SQLite file (created, WAL mode), a "
+        "postgresql://user:password@host/db URL several gateways can share, or off. Rows are "
+        "written in batches off the request path; scripts/usage reports them.",
+    ),
+    (
         "gomodel_redis_url",
         "",
         "redis://[user:password@]host:port/db (or rediss://, unix://) to keep the client keys' "
@@ -132,6 +141,7 @@ class Settings:
     # edit made between reading and watching is not missed.
     config_stamp: Stamp = None
     redis_url: str | None = None
+    usage_db: Target | None = None
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -158,6 +168,7 @@ def read_settings(reload: bool = False) -> Settings:
         list_aliases_only = parse_listing(ctx.options.gomodel_list_models)
         allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
         redis_url = parse_redis_url(ctx.options.gomodel_redis_url)
+        usage_db = parse_usage_db(ctx.options.gomodel_usage_db)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
     log_file = ctx.options.gomodel_access_log_file
@@ -180,7 +191,17 @@ def read_settings(reload: bool = False) -> Settings:
         list_aliases_only,
         stamp,
         redis_url,
+        usage_db,
     )
+
+
+def parse_usage_db(value: str) -> Target | None:
+    if value.strip().lower() in ("off", "false", "none", ""):
+        return None
+    try:
+        return parse_target(value)
+    except ValueError as e:
+        raise ValueError(f"gomodel_usage_db: {e}") from e
 
 
 def parse_redis_url(value: str) -> str | None:

@@ -1,0 +1,86 @@
+"""The limiter against a real redis-server: the Lua admission agrees with limits.decide, step by
+step, and an unreachable Redis leaves the limits to the gateway's own counters."""
+
+import asyncio
+import uuid
+
+from gomodel_gateway.limiter import Limiter, redis_keys, shown_url
+from gomodel_gateway.limits import DAY, Buckets, Limits, LocalCounters
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY + 50.0
+
+STEPS = st.lists(
+    st.tuples(st.floats(0, 45), st.sampled_from(["admit", "spend"]), st.integers(1, 40)),
+    max_size=25,
+)
+LIMITS = st.builds(
+    Limits,
+    st.none() | st.integers(1, 6),
+    st.none() | st.integers(1, 60),
+    st.none() | st.integers(1, 200),
+)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def run_both(redis_url: str, limits: Limits, steps) -> tuple[list, list]:
+    clock = Clock(T0)
+    shared, local = Limiter(clock, redis_url), LocalCounters()
+    name = uuid.uuid4().hex
+    shared_verdicts, local_verdicts = [], []
+    try:
+        for advance, action, amount in steps:
+            clock.now += advance
+            if action == "admit":
+                shared_verdicts.append(await shared.admit(name, limits))
+                local_verdicts.append(local.admit(name, limits, clock.now))
+            elif limits.counts_tokens:
+                shared.spend(name, limits, amount)
+                await asyncio.gather(*shared.spending)
+                local.spend(name, amount, clock.now)
+        assert shared.shared
+    finally:
+        await shared.close()
+    return shared_verdicts, local_verdicts
+
+
+@settings(max_examples=60, deadline=None)
+@given(limits=LIMITS, steps=STEPS)
+def test_redis_admits_exactly_as_the_local_counters_do(redis_server, limits, steps) -> None:
+    shared, local = asyncio.run(run_both(redis_server.url, limits, steps))
+    assert shared == local
+
+
+def test_counters_expire_and_share_a_cluster_slot() -> None:
+    keys = redis_keys("ci", Buckets.at(T0))
+    assert all(key.startswith("gomodel:{ci}:") for key in keys)
+    assert len(set(keys)) == 5
+
+
+def test_an_unreachable_redis_falls_back_to_local_counters_and_retries_later() -> None:
+    clock, failures = Clock(T0), []
+    limiter = Limiter(clock, "redis://:pw@127.0.0.1:1/0", lambda: failures.append(1))
+    limits = Limits(requests_per_minute=2)
+
+    async def calls() -> list[bool]:
+        verdicts = [(await limiter.admit("ci", limits)).admitted for _ in range(3)]
+        await limiter.close()
+        return verdicts
+
+    assert asyncio.run(calls()) == [True, True, False]
+    assert failures == [1]  # then local until RETRY_SECONDS have passed
+    assert not limiter.shared
+
+
+def test_a_redis_password_is_never_shown() -> None:
+    assert shown_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert shown_url("redis://:s3cret@host/0") == "redis://:***@host/0"
+    assert shown_url("redis://host:6379") == "redis://host:6379"
