@@ -270,3 +270,33 @@ def test_hostile_ids_get_400_and_reach_no_simulator(
 
     assert answer.status == 400
     assert chicago.requests() == [] and frankfurt.requests() == []
+
+
+def test_a_restart_keeps_which_region_owns_an_id(
+    tmp_path: Path,
+    simulators: tuple[Simulator, Simulator],
+    chicago: Simulator,
+    frankfurt: Simulator,
+    shared_ca: Path,
+) -> None:
+    """The owners are kept in the usage ledger and read back when the gateway starts."""
+    config = tmp_path / "gomodel.yaml"
+    config.write_text(RESOURCES_YAML)
+    options = ("--set", f"gomodel_config={config}", "--set", f"gomodel_usage_db={tmp_path}/u.db")
+    first = start_gateway(tmp_path / "a", two_region_env(simulators), *options, ca=shared_ca)
+    try:
+        created = openai_client(first).responses.create(
+            model=f"oracle-eu/{SHARED_MODEL}", input="bonjour"
+        )
+    finally:
+        first.stop()
+    before = len(frankfurt.requests())
+    second = start_gateway(tmp_path / "b", two_region_env(simulators), *options, ca=shared_ca)
+    try:
+        fetched = openai_client(second).responses.retrieve(created.id)
+    finally:
+        second.stop()
+    assert fetched.id == created.id
+    after = [(r["method"], r["path"]) for r in frankfurt.requests()[before:]]
+    assert after == [("GET", f"/openai/v1/responses/{created.id}")]
+    assert chicago.requests() == []
