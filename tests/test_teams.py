@@ -3,6 +3,7 @@ token budgets, per-key metrics; several gateways sharing limits through a real r
 
 import http.client
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import openai
 import pytest
 import redis
 from conftest import openai_client
-from processes import Gateway, Simulator, start_gateway
+from processes import Gateway, Process, Simulator, clean_env, free_port, spawn, start_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
 MASTER_KEY = "gm-admin-key-5d1e"
@@ -168,12 +169,6 @@ def test_anything_but_a_key_gets_401(teams: Gateway, authorization: str) -> None
     assert json.loads(response.read())["error"]["code"] == "invalid_api_key"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_an_unreachable_redis_leaves_limits_to_each_gateway_and_says_so(
     tmp_path: Path, chicago: Simulator
 ) -> None:
@@ -300,3 +295,62 @@ def test_the_sqlite_ledger_keeps_calls_across_a_restart_and_strangers_leave_no_r
     rows = usage_report(str(db))
     assert [(row["key"], row["requests"]) for row in rows] == [("ci", 2)]
     assert oct(db.stat().st_mode & 0o777) == "0o600"
+
+
+HAPROXY_CFG = Path(__file__).resolve().parents[1] / "docs" / "several-gateways" / "haproxy.cfg"
+LB_HOST = "gomodel.internal"
+
+
+def start_haproxy(workdir: Path, gateways: list[Gateway]) -> tuple[Process, int]:
+    """The README's HAProxy configuration, as shipped, in front of the gateways."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        pytest.skip("haproxy is not installed; run scripts/install-stores (as root)")
+    port = free_port()
+    env = clean_env(
+        GOMODEL_LISTEN=f"127.0.0.1:{port}",
+        GOMODEL_HOST=LB_HOST,
+        GOMODEL_1=f"127.0.0.1:{gateways[0].port}",
+        GOMODEL_2=f"127.0.0.1:{gateways[1].port}",
+    )
+    process = spawn([haproxy, "-db", "-f", str(HAPROXY_CFG)], workdir / "haproxy.log", env)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            assert process.popen.poll() is None, process.text()
+            assert time.monotonic() < deadline, "haproxy did not start"
+            time.sleep(0.1)
+
+
+def test_several_gateways_behind_haproxy_share_limits_and_one_ledger(
+    tmp_path: Path, chicago: Simulator, redis_server, postgres_url: str
+) -> None:
+    flush(redis_server.url)
+    shared = (
+        f"--set=gomodel_redis_url={redis_server.url}",
+        f"--set=gomodel_usage_db={postgres_url}",
+        f"--set=gomodel_hosts={LB_HOST}",
+    )
+    gateways = [start_team_gateway(tmp_path / name, chicago, *shared) for name in ("a", "b")]
+    balancer, port = start_haproxy(tmp_path, gateways)
+    try:
+        statuses = []
+        for _ in range(4):  # a connection each, so HAProxy spreads them over both gateways
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body = json.dumps({"model": "xai.grok-4", "messages": HELLO})
+            headers = {"Host": LB_HOST, "Authorization": f"Bearer {CI_KEY}"}
+            connection.request("POST", "/v1/chat/completions", body, headers)
+            statuses.append(connection.getresponse().status)
+            connection.close()
+        rows = wait_for_rows(postgres_url, 4)
+        by_gateway = usage_report(postgres_url, "--by", "gateway")
+    finally:
+        balancer.stop()
+        for gateway in gateways:
+            gateway.stop()
+    assert statuses == [200, 200, 200, 429]  # one limit of 3 per minute for both
+    assert sum(row["requests"] for row in rows) == 4
+    assert len(by_gateway) == 2  # both gateways served and wrote rows

@@ -12,7 +12,7 @@ from typing import Any
 
 from .ledger import Dialect
 
-GROUP_COLUMNS = ("key", "model", "provider", "day", "endpoint", "requested_model")
+GROUP_COLUMNS = ("key", "model", "provider", "day", "endpoint", "requested_model", "gateway")
 DEFAULT_GROUP_BY = ("key", "model", "provider")
 DAY_EXPRESSIONS: Mapping[Dialect, str] = {
     "sqlite": "date(\"time\", 'unixepoch')",
