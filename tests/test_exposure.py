@@ -215,12 +215,12 @@ def test_a_closed_proxy_forwards_nothing_to_other_hosts(
 @pytest.mark.parametrize(
     ("env", "options", "forwarded", "reason"),
     [
-        pytest.param({}, (), True, "loopback only and no master key", id="auto-loopback"),
+        pytest.param({}, (), True, "loopback only and no gateway keys", id="auto-loopback"),
         pytest.param(
             {"GOMODEL_MASTER_KEY": MASTER},
             (),
             False,
-            "master keys are configured",
+            "gateway keys are configured",
             id="auto-master-key",
         ),
         pytest.param(

@@ -28,9 +28,9 @@ OTHER_PROJECT = "ocid1.generativeaiproject.oc1..amaaaaaaother"
 @pytest.mark.parametrize(
     ("setting", "master_keys", "listen", "open_", "reason"),
     [
-        (Passthrough.AUTO, False, ["127.0.0.1"], True, "loopback only and no master key"),
+        (Passthrough.AUTO, False, ["127.0.0.1"], True, "loopback only and no gateway keys"),
         (Passthrough.AUTO, False, ["localhost", "::1"], True, "loopback only"),
-        (Passthrough.AUTO, True, ["127.0.0.1"], False, "master keys are configured"),
+        (Passthrough.AUTO, True, ["127.0.0.1"], False, "gateway keys are configured"),
         (Passthrough.AUTO, False, [""], False, "listens on all interfaces"),
         (Passthrough.AUTO, False, ["127.0.0.1", "0.0.0.0"], False, "listens on 0.0.0.0"),
         (Passthrough.AUTO, False, ["192.168.1.5"], False, "listens on 192.168.1.5"),

@@ -226,4 +226,4 @@ def test_listening_beyond_loopback_without_a_master_key_warns(
             await gateway.runtime.done()
 
     asyncio.run(start())
-    assert "listening on 0.0.0.0 without a master key" in caplog.text
+    assert "listening on 0.0.0.0 without a gateway key" in caplog.text

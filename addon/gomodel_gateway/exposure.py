@@ -4,8 +4,8 @@ Pure: the mitmproxy options it needs are passed in as plain values.
 
 - Pass-through (`gomodel_passthrough`): whether requests that are not for the gateway (another
   host, a CONNECT tunnel elsewhere) go through. `auto` lets them through only while nobody but
-  this machine can reach the port and no master key is configured, i.e. for one developer on
-  loopback; a port that is shared or exposed is closed to everything but the gateway.
+  this machine can reach the port and no gateway key (master or client) is configured, i.e. for
+  one developer on loopback; a port that is shared or exposed is closed to all but the gateway.
 - Loops: a request the gateway itself passed on carries its Via token; seeing it again means the
   proxy is connecting to itself (a Host naming this machine in a spelling not recognised).
 - Browsers (`gomodel_allowed_origins`): a request carrying an `Origin` comes from a web page;
@@ -62,7 +62,7 @@ class Exposure:
 
 
 def decide_exposure(
-    setting: Passthrough, has_master_keys: bool, listen_hosts: Iterable[str]
+    setting: Passthrough, keys_required: bool, listen_hosts: Iterable[str]
 ) -> Exposure:
     """The pass-through mode in force. `listen_hosts` are the addresses mitmproxy listens on,
     "" meaning every interface."""
@@ -77,9 +77,9 @@ def decide_exposure(
         return Exposure(
             False, f"gomodel_passthrough=auto and mitmproxy listens on {', '.join(exposed)}"
         )
-    if has_master_keys:
-        return Exposure(False, "gomodel_passthrough=auto and master keys are configured")
-    return Exposure(True, "gomodel_passthrough=auto, loopback only and no master key")
+    if keys_required:
+        return Exposure(False, "gomodel_passthrough=auto and gateway keys are configured")
+    return Exposure(True, "gomodel_passthrough=auto, loopback only and no gateway keys")
 
 
 def passthrough_refused(target: str) -> GatewayError:

@@ -118,8 +118,8 @@ class Runtime:
             logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
         if not self.config.keys.required and not is_loopback(ctx.options.listen_host):
             logger.warning(
-                "gomodel: listening on %s without a master key: anyone who can reach this port "
-                "can use your Oracle key; set GOMODEL_MASTER_KEY",
+                "gomodel: listening on %s without a gateway key: anyone who can reach this port "
+                "can use your Oracle key; set GOMODEL_MASTER_KEY or server.keys",
                 ctx.options.listen_host or "all interfaces",
             )
         if self.upstream_proxy:

@@ -45,8 +45,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "auto",
         "Whether requests that are not for the gateway (other hosts, CONNECT tunnels elsewhere) "
         "are forwarded: auto forwards them only while mitmproxy listens on loopback alone and no "
-        "master key is configured; true always (an open proxy for whoever can reach the port); "
-        "false never. Refused requests get 403 and nothing is forwarded.",
+        "gateway key (master or client) is configured; true always (an open proxy for whoever "
+        "can reach the port); false never. Refused requests get 403 and nothing is forwarded.",
     ),
     (
         "gomodel_allowed_origins",
