@@ -52,7 +52,6 @@ from .limits import limit_error
 from .relay import REFUSAL_PATH
 from .resource_routing import created, deleted, follow_owner, route_resource
 from .routing import (
-    UPSTREAM_ENDPOINTS,
     Endpoint,
     Request,
     Route,
@@ -281,7 +280,7 @@ class GoModel:
             return
         runtime = self.runtime
         try:
-            if call.request.endpoint not in UPSTREAM_ENDPOINTS and call.request.resource is None:
+            if not call.request.goes_upstream:
                 self.answer_locally(flow, call, call.request)
                 return
             content = flow.request.raw_content or b""
@@ -568,7 +567,7 @@ class GoModel:
         if call.key and (spent := (entry.tokens_in or 0) + (entry.tokens_out or 0)):
             self.runtime.limiter.spend(call.key.name, call.key.limits, spent)
         ledger = self.runtime.ledger
-        if ledger and call.key and call.request and call.request.endpoint in UPSTREAM_ENDPOINTS:
+        if ledger and call.key and call.request and call.request.goes_upstream:
             ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise

@@ -74,6 +74,11 @@ class Request:
     model: str | None = None  # the {model} of GET /v1/models/{model}
     resource: resources.ResourcePath | None = None  # a stored resource's endpoint
 
+    @property
+    def goes_upstream(self) -> bool:
+        """A call for Oracle (a model call, or a stored resource's), not answered locally."""
+        return self.endpoint in UPSTREAM_ENDPOINTS or self.resource is not None
+
 
 @dataclass(frozen=True)
 class Route:
