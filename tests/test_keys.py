@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from gomodel_gateway.config import ConfigError, load_config
-from gomodel_gateway.keys import ANONYMOUS, MASTER, ClientKey, KeyRing, digest
+from gomodel_gateway.keys import ANONYMOUS, MASTER, ClientKey, KeyRing, digest, model_names
 from gomodel_gateway.limits import Limits
 
 KEYS_YAML = """\
@@ -107,3 +107,29 @@ def test_broken_keys_stop_the_gateway_naming_file_and_key(tmp_path, block, messa
 )
 def test_model_patterns(patterns, names, allowed) -> None:
     assert ClientKey("k", b"", patterns).allows(*names) == allowed
+
+
+@pytest.mark.parametrize(
+    ("requested", "alias", "target", "upstream", "names"),
+    [
+        ("xai.grok-4", None, None, "xai.grok-4", ("xai.grok-4", "xai.grok-4")),
+        (
+            "gpt-4o-mini",
+            "gpt-4o-mini",
+            "openai.gpt-oss-120b",
+            "openai.gpt-oss-120b",
+            ("gpt-4o-mini", "openai.gpt-oss-120b", "openai.gpt-oss-120b"),
+        ),
+        # through a glob, the client's name is anything the glob takes: it does not count
+        ("gpt-4o-anything", "gpt-*", "xai.grok-4", "xai.grok-4", ("xai.grok-4", "xai.grok-4")),
+        ("", None, None, "", ()),  # a stored resource's call names no model
+    ],
+)
+def test_names_a_key_is_matched_against(requested, alias, target, upstream, names) -> None:
+    assert model_names(requested, alias, target, upstream) == names
+
+
+def test_a_glob_alias_does_not_open_its_target_to_a_key_allowed_the_name() -> None:
+    key = ClientKey("glob", b"", ("gpt-4o*",))
+    assert not key.allows(*model_names("gpt-4o-anything", "gpt-*", "xai.grok-4", "xai.grok-4"))
+    assert key.allows(*model_names("gpt-4o-mini", "gpt-4o-mini", "x.y", "x.y"))

@@ -317,21 +317,23 @@ def test_a_password_in_the_url_appears_in_no_log_error_or_repr(
 
 def test_resources_are_remembered_and_loaded_most_recent_first(ledger_target: str) -> None:
     ledger = open_ledger(ledger_target)
-    ledger.remember_resource("resp_1", "oracle", "response")
-    ledger.remember_resource("file_1", "oracle-eu", "file")
+    ledger.remember_resource("resp_1", "oracle", "response", "ci")
+    ledger.remember_resource("file_1", "oracle-eu", "file", "search")
     ledger.close()
     time.sleep(0.01)
     again = open_ledger(ledger_target)
-    again.remember_resource("resp_1", "oracle-eu", "response")  # the id moved: last one wins
+    again.remember_resource("resp_1", "oracle-eu", "response", "ci")  # moved: last one wins
     again.close()
 
     restarted = open_ledger(ledger_target)
     try:
         assert restarted.load_resources(10) == [
-            ("resp_1", "oracle-eu", "response"),
-            ("file_1", "oracle-eu", "file"),
+            ("resp_1", "oracle-eu", "response", "ci"),
+            ("file_1", "oracle-eu", "file", "search"),
         ]
-        assert restarted.load_resources(1) == [("resp_1", "oracle-eu", "response")]
+        assert restarted.load_resources(1) == [("resp_1", "oracle-eu", "response", "ci")]
+        assert restarted.find_resource("file_1") == ("file_1", "oracle-eu", "file", "search")
+        assert restarted.find_resource("file_2") is None
     finally:
         restarted.close()
 
@@ -374,7 +376,7 @@ def test_group_by_refuses_columns_outside_the_whitelist(text: str) -> None:
 
 def test_the_report_query_takes_no_column_outside_the_whitelist() -> None:
     with pytest.raises(ValueError):
-        report_query(["key", "gateway"], NOW, "sqlite")
+        report_query(["key", "latency_ms"], NOW, "sqlite")
     sql, params = report_query(["day", "key"], NOW, "postgresql")
     assert params == (NOW,) and str(NOW) not in sql
 

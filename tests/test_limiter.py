@@ -4,7 +4,8 @@ step, and an unreachable Redis leaves the limits to the gateway's own counters."
 import asyncio
 import uuid
 
-from gomodel_gateway.limiter import Limiter, redis_keys, shown_url
+from gomodel_gateway.ledger import redact_url
+from gomodel_gateway.limiter import Limiter, redis_keys
 from gomodel_gateway.limits import DAY, Buckets, Limits, LocalCounters
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY + 50.0
 
 STEPS = st.lists(
-    st.tuples(st.floats(0, 45), st.sampled_from(["admit", "spend"]), st.integers(1, 40)),
+    st.tuples(st.floats(0, 45), st.integers(0, 80), st.integers(0, 80)),  # wait, reserve, used
     max_size=25,
 )
 LIMITS = st.builds(
@@ -37,15 +38,16 @@ async def run_both(redis_url: str, limits: Limits, steps) -> tuple[list, list]:
     name = uuid.uuid4().hex
     shared_verdicts, local_verdicts = [], []
     try:
-        for advance, action, amount in steps:
+        for advance, reserve, used in steps:
             clock.now += advance
-            if action == "admit":
-                shared_verdicts.append(await shared.admit(name, limits))
-                local_verdicts.append(local.admit(name, limits, clock.now))
-            elif limits.counts_tokens:
-                shared.spend(name, limits, amount)
+            verdict = await shared.admit(name, limits, reserve)
+            expected = local.admit(name, limits, clock.now, reserve if limits.counts_tokens else 0)
+            shared_verdicts.append((verdict.refusal, verdict.retry_after))
+            local_verdicts.append((expected.refusal, expected.retry_after))
+            if verdict.reservation and expected.reservation:  # the answer comes back
+                shared.settle(verdict.reservation, used)
                 await asyncio.gather(*shared.spending)
-                local.spend(name, amount, clock.now)
+                local.settle(expected.reservation, used)
         assert shared.shared
     finally:
         await shared.close()
@@ -60,7 +62,8 @@ def test_redis_admits_exactly_as_the_local_counters_do(redis_server, limits, ste
 
 
 def test_counters_expire_and_share_a_cluster_slot() -> None:
-    keys = redis_keys("ci", Buckets.at(T0))
+    buckets = Buckets.at(T0)
+    keys = redis_keys("ci", buckets.minute, buckets.day)
     assert all(key.startswith("gomodel:{ci}:") for key in keys)
     assert len(set(keys)) == 5
 
@@ -81,6 +84,7 @@ def test_an_unreachable_redis_falls_back_to_local_counters_and_retries_later() -
 
 
 def test_a_redis_password_is_never_shown() -> None:
-    assert shown_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
-    assert shown_url("redis://:s3cret@host/0") == "redis://:***@host/0"
-    assert shown_url("redis://host:6379") == "redis://host:6379"
+    assert redact_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact_url("redis://:s3cret@host/0") == "redis://:***@host/0"
+    assert redact_url("redis://host:6379") == "redis://host:6379"
+    assert redact_url("redis://host:6379/0?password=s3cret") == "redis://host:6379/0?password=***"

@@ -13,6 +13,7 @@ from gomodel_gateway.limits import (
     Refusal,
     Verdict,
     decide,
+    estimate_tokens,
     limit_error,
     wait_for_room,
 )
@@ -60,8 +61,9 @@ def test_keys_are_counted_apart() -> None:
 
 def test_tokens_per_minute_refuses_once_spent() -> None:
     counters, limits = LocalCounters(), Limits(tokens_per_minute=100)
-    assert counters.admit("team", limits, T0).admitted
-    counters.spend("team", 150, T0 + 1)  # a long answer overruns the budget
+    reservation = counters.admit("team", limits, T0, reserve=20).reservation
+    assert reservation is not None
+    counters.settle(reservation, 150)  # a long answer overruns the budget
     verdict = counters.admit("team", limits, T0 + 2)
     assert verdict.refusal is Refusal.TOKENS_PER_MINUTE
     assert MINUTE < verdict.retry_after <= 2 * MINUTE
@@ -69,7 +71,7 @@ def test_tokens_per_minute_refuses_once_spent() -> None:
 
 def test_tokens_per_day_is_a_utc_day() -> None:
     counters, limits = LocalCounters(), Limits(tokens_per_day=1000)
-    counters.spend("team", 1000, T0 + 10)
+    counters.admit("team", limits, T0 + 10, reserve=1000)
     verdict = counters.admit("team", limits, T0 + DAY - 100)
     assert verdict.refusal is Refusal.TOKENS_PER_DAY
     assert verdict.retry_after == pytest.approx(100)
@@ -79,9 +81,42 @@ def test_tokens_per_day_is_a_utc_day() -> None:
 def test_old_buckets_are_forgotten() -> None:
     counters, limits = LocalCounters(), Limits(requests_per_minute=5, tokens_per_day=10**6)
     for minute in range(100):
-        counters.admit("team", limits, T0 + minute * MINUTE)
-        counters.spend("team", 1, T0 + minute * MINUTE)
+        counters.admit("team", limits, T0 + minute * MINUTE, reserve=1)
     assert len(counters.requests) <= 2 and len(counters.tokens) <= 2 and len(counters.daily) == 1
+
+
+def test_calls_made_at_once_cannot_share_the_same_room() -> None:
+    """Each admitted call reserves its estimate: the second of two simultaneous calls finds the
+    budget taken, whatever the first will really use."""
+    counters, limits = LocalCounters(), Limits(tokens_per_day=50)
+    first = counters.admit("team", limits, T0, reserve=1200)
+    assert first.admitted
+    assert counters.admit("team", limits, T0).refusal is Refusal.TOKENS_PER_DAY
+
+
+def test_usage_replaces_the_estimate_in_the_buckets_it_was_reserved_in() -> None:
+    counters, limits = LocalCounters(), Limits(tokens_per_minute=1000, tokens_per_day=5000)
+    reservation = counters.admit("team", limits, T0 + 59, reserve=900).reservation
+    assert reservation is not None
+    counters.admit("team", limits, T0 + 61)  # a new minute: the reservation stays in the old
+    counters.settle(reservation, 30)
+    assert counters.counts("team", Buckets.at(T0 + 61)).tokens_previous == 30
+    assert counters.counts("team", Buckets.at(T0 + 61)).tokens_today == 30
+
+
+@pytest.mark.parametrize(
+    ("document", "size", "estimate"),
+    [
+        ({}, 400, 100 + 1024),
+        ({"max_tokens": 50}, 400, 150),
+        ({"max_completion_tokens": 10}, 4, 11),
+        ({"max_output_tokens": 7}, 0, 7),
+        ({"max_tokens": True}, 0, 1024),  # not a number of tokens
+        ({"max_tokens": "9"}, 0, 1024),
+    ],
+)
+def test_estimate_tokens(document, size, estimate) -> None:
+    assert estimate_tokens(size, document) == estimate
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,16 @@ def test_wrong_method_names_the_allowed_one() -> None:
         (b'{"model": "m.a", "stream": 1}', "invalid_type", "stream"),
         (b'{"model": "m.a"}', "invalid_type", "messages"),
         (b'{"model": "m.a", "messages": "hi"}', "invalid_type", "messages"),
+        (
+            b'{"model": "m.a", "messages": [], "stream_options": []}',
+            "invalid_type",
+            "stream_options",
+        ),
+        (
+            b'{"model": "m.a", "messages": [], "stream_options": 1}',
+            "invalid_type",
+            "stream_options",
+        ),
     ],
 )
 def test_bad_bodies_are_400_with_what_is_wrong(body: bytes, code: str, param) -> None:

@@ -155,11 +155,11 @@ def test_a_resource_provider_keeps_its_key_and_project() -> None:
 
 def test_the_affinity_store_forgets_the_least_recently_used_first() -> None:
     store = AffinityStore(Clock(), capacity=2)
-    store.remember("a", "oracle", "file")
-    store.remember("b", "oracle", "file")
+    store.remember("a", "oracle", "file", "ci")
+    store.remember("b", "oracle", "file", "ci")
 
     store.owner("a")  # used: b is now the oldest
-    store.remember("c", "oracle-eu", "response")
+    store.remember("c", "oracle-eu", "response", "ci")
 
     assert store.owner("b") is None
     assert [store.owner(i).provider for i in ("a", "c")] == ["oracle", "oracle-eu"]
@@ -168,7 +168,7 @@ def test_the_affinity_store_forgets_the_least_recently_used_first() -> None:
 def test_the_affinity_store_forgets_an_id_idle_too_long() -> None:
     clock = Clock()
     store = AffinityStore(clock, max_idle=10)
-    store.remember("a", "oracle", "file")
+    store.remember("a", "oracle", "file", "ci")
 
     clock.now = 9
     kept = store.owner("a")
@@ -181,20 +181,20 @@ def test_the_affinity_store_forgets_an_id_idle_too_long() -> None:
 def test_the_affinity_store_reports_new_owners_not_seeded_or_known_ones() -> None:
     reported = []
     store = AffinityStore(Clock(), on_remember=lambda *entry: reported.append(entry))
-    store.seed([("old", "oracle", "conversation")])
+    store.seed([("old", "oracle", "conversation", "ci")])
 
-    store.remember("old", "oracle", "conversation")
-    store.remember("new", "oracle-eu", "file")
-    store.remember("new", "oracle-eu", "file")
+    store.remember("old", "oracle", "conversation", "ci")
+    store.remember("new", "oracle-eu", "file", "ci")
+    store.remember("new", "oracle-eu", "file", "ci")
     store.forget("old")
 
-    assert reported == [("new", "oracle-eu", "file")]
+    assert reported == [("new", "oracle-eu", "file", "ci")]
     assert store.owner("old") is None and store.owner("new").kind == "file"
 
 
 def test_a_known_id_is_routed_to_its_owner_only() -> None:
     store = AffinityStore(Clock())
-    store.remember("file-1", "oracle-eu", "file")
+    store.remember("file-1", "oracle-eu", "file", "ci")
     resource = classify("GET", "/v1/files/file-1/content").resource
     assert resource is not None
 
@@ -246,7 +246,7 @@ def responses_route(model: str, extra: str) -> tuple:
 
 def test_a_follow_up_goes_to_its_owner_whatever_the_model_prefers() -> None:
     store = AffinityStore(Clock())
-    store.remember("resp_eu", "oracle-eu", "response")
+    store.remember("resp_eu", "oracle-eu", "response", "ci")
     planned, body = responses_route("shared.model", '"previous_response_id": "resp_eu"')
 
     followed = follow_owner(planned, store, body)
@@ -257,7 +257,7 @@ def test_a_follow_up_goes_to_its_owner_whatever_the_model_prefers() -> None:
 
 def test_a_follow_up_with_a_model_its_owner_lacks_is_a_400() -> None:
     store = AffinityStore(Clock())
-    store.remember("resp_eu", "oracle-eu", "response")
+    store.remember("resp_eu", "oracle-eu", "response", "ci")
     planned, body = responses_route("xai.grok-4", '"previous_response_id": "resp_eu"')
 
     with pytest.raises(GatewayError) as refused:
@@ -268,8 +268,8 @@ def test_a_follow_up_with_a_model_its_owner_lacks_is_a_400() -> None:
 
 def test_state_held_by_two_providers_cannot_be_combined() -> None:
     store = AffinityStore(Clock())
-    store.remember("resp_eu", "oracle-eu", "response")
-    store.remember("conv_us", "oracle", "conversation")
+    store.remember("resp_eu", "oracle-eu", "response", "ci")
+    store.remember("conv_us", "oracle", "conversation", "ci")
     planned, body = responses_route(
         "shared.model", '"previous_response_id": "resp_eu", "conversation": "conv_us"'
     )

@@ -300,3 +300,93 @@ def test_a_restart_keeps_which_region_owns_an_id(
     after = [(r["method"], r["path"]) for r in frankfurt.requests()[before:]]
     assert after == [("GET", f"/openai/v1/responses/{created.id}")]
     assert chicago.requests() == []
+
+
+# -- client keys: each reaches what it created -----------------------------------------------------
+
+TEAMS = (
+    "server:\n  master_keys: [gm-admin-51c]\n  keys:\n"
+    "    alpha: {key: gm-alpha-7e2}\n    beta: {key: gm-beta-90d}\n"
+)
+
+
+def start_keyed(workdir: Path, simulators, shared_ca: Path, *options: str) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "gomodel.yaml"
+    config.write_text(TEAMS + RESOURCES_YAML)
+    return start_gateway(
+        workdir / "gw",
+        two_region_env(simulators),
+        "--set",
+        f"gomodel_config={config}",
+        *options,
+        ca=shared_ca,
+    )
+
+
+def test_a_client_key_reaches_only_what_it_created(
+    tmp_path: Path, simulators, chicago: Simulator, shared_ca: Path
+) -> None:
+    gateway = start_keyed(tmp_path, simulators, shared_ca)
+    try:
+        alpha, beta = openai_client(gateway, "gm-alpha-7e2"), openai_client(gateway, "gm-beta-90d")
+        admin = openai_client(gateway, "gm-admin-51c")
+        secret = alpha.files.create(file=("a.txt", b"ALPHA SECRET"), purpose="user_data")
+        mine = beta.files.create(file=("b.txt", b"beta"), purpose="user_data")
+        answer = alpha.responses.create(model=MODEL, input="hi")
+        received_before = len(chicago.requests())
+
+        for attempt in (
+            lambda: beta.files.retrieve(secret.id),
+            lambda: beta.files.content(secret.id),
+            lambda: beta.files.delete(secret.id),
+            lambda: beta.responses.retrieve(answer.id),
+            lambda: beta.responses.create(model=MODEL, input="x", previous_response_id=answer.id),
+        ):
+            with pytest.raises(openai.NotFoundError) as refused:
+                attempt()
+            assert refused.value.code == "resource_not_found"
+        assert len(chicago.requests()) == received_before  # none of it reached Oracle
+        assert [f.id for f in beta.files.list().data] == [mine.id]
+        assert {f.id for f in admin.files.list().data} == {secret.id, mine.id}
+        assert alpha.files.content(secret.id).read() == b"ALPHA SECRET"
+    finally:
+        gateway.stop()
+
+
+def test_a_client_key_cannot_choose_the_oracle_project(
+    tmp_path: Path, simulators, chicago: Simulator, shared_ca: Path
+) -> None:
+    other = "ocid1.generativeaiproject.oc1.us-chicago-1.amaaaaaaanotherteam"
+    gateway = start_keyed(tmp_path, simulators, shared_ca)
+    try:
+        for key in ("gm-alpha-7e2", "gm-admin-51c"):
+            client = openai_client(gateway, key).with_options(
+                default_headers={"OpenAI-Project": other}
+            )
+            client.responses.create(model=MODEL, input="hi")
+    finally:
+        gateway.stop()
+    sent = [r["headers"]["openai-project"] for r in chicago.requests()]
+    assert sent == [PROJECT, other]  # the client key gets the configured one; a master key may
+
+
+def test_gateways_sharing_a_ledger_find_each_others_ids(
+    tmp_path: Path, simulators, frankfurt: Simulator, shared_ca: Path
+) -> None:
+    ledger = f"gomodel_usage_db={tmp_path / 'usage.db'}"
+    first = start_keyed(tmp_path / "a", simulators, shared_ca, "--set", ledger)
+    second = start_keyed(tmp_path / "b", simulators, shared_ca, "--set", ledger)
+    try:
+        created = openai_client(first, "gm-alpha-7e2").responses.create(
+            model=f"oracle-eu/{SHARED_MODEL}", input="bonjour"
+        )
+        time.sleep(1.5)  # the ledger writes about once a second
+        fetched = openai_client(second, "gm-alpha-7e2").responses.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            openai_client(second, "gm-beta-90d").responses.retrieve(created.id)
+    finally:
+        first.stop()
+        second.stop()
+    assert fetched.id == created.id
+    assert received(frankfurt)[-1] == ("GET", f"/openai/v1/responses/{created.id}")

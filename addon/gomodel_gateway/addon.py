@@ -34,7 +34,7 @@ from mitmproxy.proxy import server_hooks
 
 from . import local, safejson
 from .adapt import STARVED_WARNING, starved
-from .call import Call, SentRequest, record, usage_row
+from .call import Call, SentRequest, charged_tokens, record, usage_row
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
     cors_headers,
@@ -46,11 +46,20 @@ from .exposure import (
     preflight_headers,
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
-from .keys import REPLAY_KEY, ClientKey, invalid_key, model_not_allowed
+from .keys import REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
 from .lifecycle import Runtime
-from .limits import limit_error
+from .limits import estimate_tokens, limit_error
 from .relay import REFUSAL_PATH
-from .resource_routing import created, deleted, follow_owner, route_resource
+from .resource_routing import (
+    check_owner,
+    created,
+    deleted,
+    follow_owner,
+    ids_named,
+    is_listing,
+    keep_owned,
+    route_resource,
+)
 from .routing import (
     Endpoint,
     Request,
@@ -64,6 +73,7 @@ from .sse import usage_tokens
 from .upstream import (
     CLIENT_CREDENTIAL_HEADERS,
     FRAMING,
+    PROJECT_HEADER,
     REDACTED,
     check_forwarded_headers,
     is_returned,
@@ -289,9 +299,15 @@ class GoModel:
             check_forwarded_headers(call.client_headers)
             key = call.key
             assert key is not None  # admitted
-            planned = self.plan(call, call.request, content, key)
+            if not key.admin:  # the Oracle project is the provider's, not a client key's choice
+                call.client_headers = [
+                    (name, value)
+                    for name, value in call.client_headers
+                    if name.lower() != PROJECT_HEADER
+                ]
+            planned = await self.plan(call, call.request, content, key)
             call.requested_model = planned.requested_model
-            await self.check_key(key, planned.model_names)
+            await self.check_key(call, key, planned)
             call.route = planned
             flow.metadata["gomodel"] = {
                 "client_url": call.client_url,
@@ -311,8 +327,11 @@ class GoModel:
             self.refuse(flow, call, e)
             return
         call.answered(reply.target, reply.status, reply.request_id)
-        call.response_body = reply.body
-        flow.response = http.Response.make(reply.status, reply.body, wire_headers(reply.headers))
+        body = reply.body
+        if key and is_listing(call.request) and 200 <= reply.status < 300:
+            body = keep_owned(body, key, runtime.affinity)
+        call.response_body = body
+        flow.response = http.Response.make(reply.status, body, wire_headers(reply.headers))
         call.first_byte = time.monotonic()
         if 200 <= reply.status < 300:
             document = parse_json(reply.body)
@@ -324,19 +343,30 @@ class GoModel:
         self.show_upstream(flow, call)
         self.finish(flow, call)
 
-    async def check_key(self, key: ClientKey, model_names: tuple[str, ...]) -> None:
+    async def check_key(self, call: Call, key: ClientKey, planned: Route) -> None:
         """A client key's models (when the call names one: a stored resource's does not) and
-        limits, before anything is sent."""
-        if model_names and not key.allows(*model_names):
-            raise model_not_allowed(key, model_names[0])
-        verdict = await self.runtime.limiter.admit(key.name, key.limits)
+        limits, before anything is sent. A model call reserves its estimated tokens."""
+        names = planned.model_names
+        if names and not key.allows(*names):
+            raise model_not_allowed(key, names[0])
+        model_call = call.request is not None and call.request.resource is None
+        reserve = 0
+        if model_call and key.limits.counts_tokens:
+            reserve = estimate_tokens(len(planned.body), parse_json(planned.body) or {})
+        verdict = await self.runtime.limiter.admit(key.name, key.limits, reserve)
         if not verdict.admitted:
             raise limit_error(key.name, key.limits, verdict)
+        if model_call:  # a stored resource's answer is no new use of tokens
+            call.reservation = verdict.reservation
 
-    def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
+    async def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
         """Where a call goes: a model call by its model (one continuing stored state, to the
-        state's owner); a stored resource's call to the resource's owner (resource_routing)."""
+        state's owner); a stored resource's call to the resource's owner (resource_routing).
+        A client key reaches only the stored ids created with it."""
         runtime = self.runtime
+        named = ids_named(request, content)
+        await self.recall(named)
+        check_owner(key, runtime.affinity, named)
         if request.resource is not None:
             return route_resource(
                 runtime.inventory, runtime.affinity, call.method, request.resource, content
@@ -347,6 +377,17 @@ class GoModel:
             planned = follow_owner(planned, runtime.affinity, content)
         return planned
 
+    async def recall(self, ids: list[str]) -> None:
+        """Ids this gateway has not seen created may have been created through another gateway
+        sharing the ledger: look them up there."""
+        ledger, affinity = self.runtime.ledger, self.runtime.affinity
+        if ledger is None:
+            return
+        for resource_id in ids:
+            unknown = affinity.owner(resource_id) is None
+            if unknown and (found := await asyncio.to_thread(ledger.find_resource, resource_id)):
+                affinity.seed([found])
+
     def learn(self, call: Call, document: dict[str, Any] | None) -> None:
         """What a successful call teaches the affinity store: who owns what it created (a
         streamed response's id comes from its events), that what it deleted is gone."""
@@ -355,13 +396,16 @@ class GoModel:
             return
         streamed = call.stream.response_id if call.stream else None
         if made := created(request, document, streamed):
-            self.runtime.affinity.remember(made[0], target.provider.name, made[1])
+            key = call.key.name if call.key else ""
+            self.runtime.affinity.remember(made[0], target.provider.name, made[1], key)
         elif gone := deleted(request):
             self.runtime.affinity.forget(gone)
 
     def answer_locally(self, flow: http.HTTPFlow, call: Call, request: Request) -> None:
         runtime = self.runtime
         if request.endpoint is Endpoint.METRICS:
+            if call.key is None or not call.key.admin:  # every key's name and use is there
+                raise admins_only("/metrics")
             runtime.metrics.set_state(
                 {name: len(models) for name, models in runtime.inventory.models.items()},
                 runtime.breaker_states(),
@@ -564,10 +608,10 @@ class GoModel:
         elif entry.warning:
             flow.marked = ":warning:"
         self.runtime.metrics.record(entry, call.attempts)
-        if call.key and (spent := (entry.tokens_in or 0) + (entry.tokens_out or 0)):
-            self.runtime.limiter.spend(call.key.name, call.key.limits, spent)
+        if call.reservation and (used := charged_tokens(entry)) is not None:
+            self.runtime.limiter.settle(call.reservation, used)
         ledger = self.runtime.ledger
-        if ledger and call.key and call.request and call.request.goes_upstream:
+        if ledger and call.key and call.route:  # refusals: in metrics and the access log only
             ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 DEFAULT_CAPACITY = 50_000
 DEFAULT_MAX_IDLE = 30 * 24 * 3600.0
 
-OnRemember = Callable[[str, str, str], None]  # (id, provider, kind)
+OnRemember = Callable[[str, str, str, str], None]  # (id, provider, kind, key name)
 
 
 @dataclass(frozen=True)
 class Owner:
     provider: str
     kind: str  # "response", "conversation", "file", "container"
+    key: str  # the name of the client key that created it
     used: float  # when the id was last remembered or looked up
 
 
@@ -48,19 +49,21 @@ class AffinityStore:
     def __len__(self) -> int:
         return len(self._owners)
 
-    def seed(self, entries: Iterable[tuple[str, str, str]]) -> None:
-        """Load (id, provider, kind) entries, later ones counting as more recently used; not
-        reported to `on_remember` (they come from where it writes)."""
+    def seed(self, entries: Iterable[tuple[str, str, str, str]]) -> None:
+        """Load (id, provider, kind, key) entries, later ones counting as more recently used;
+        not reported to `on_remember` (they come from where it writes)."""
         now = self.clock()
-        for resource_id, provider, kind in entries:
-            self._put(resource_id, Owner(provider, kind, now))
+        for resource_id, provider, kind, key in entries:
+            self._put(resource_id, Owner(provider, kind, key, now))
 
-    def remember(self, resource_id: str, provider: str, kind: str) -> None:
-        """`provider` created `resource_id`; reported when new, or when its owner changed."""
+    def remember(self, resource_id: str, provider: str, kind: str, key: str) -> None:
+        """`provider` created `resource_id` for the key named `key`; reported when new, or
+        when its owner changed."""
         known = self._owners.get(resource_id)
-        self._put(resource_id, Owner(provider, kind, self.clock()))
-        if self.on_remember and (known is None or known.provider != provider):
-            self.on_remember(resource_id, provider, kind)
+        self._put(resource_id, Owner(provider, kind, key, self.clock()))
+        changed = known is None or (known.provider, known.key) != (provider, key)
+        if self.on_remember and changed:
+            self.on_remember(resource_id, provider, kind, key)
 
     def owner(self, resource_id: str) -> Owner | None:
         """Who owns an id, if remembered; a lookup counts as a use."""
@@ -71,7 +74,7 @@ class AffinityStore:
         if now - known.used > self.max_idle:
             del self._owners[resource_id]
             return None
-        self._put(resource_id, Owner(known.provider, known.kind, now))
+        self._put(resource_id, Owner(known.provider, known.kind, known.key, now))
         return self._owners[resource_id]
 
     def forget(self, resource_id: str) -> None:

@@ -17,6 +17,7 @@ from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
 from .ledger import UsageRow
+from .limits import Reservation
 from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
@@ -106,6 +107,7 @@ class Call:
     client_headers: list[tuple[str, str]] = field(default_factory=list)
     key: ClientKey | None = None  # the client key presented (ANONYMOUS without keys)
     requested_model: str = ""  # the model the client named, once the body is read
+    reservation: Reservation | None = None  # tokens held against the key's budgets
     origin: str | None = None  # the allowed web origin the request came from
     # Early refusals and relay bookkeeping
     refusal: GatewayError | None = None  # answered without reading the body
@@ -215,3 +217,14 @@ def usage_row(entry: AccessRecord, now: float, gateway: str) -> UsageRow:
         request_id=entry.request_id,
         gateway=gateway,
     )
+
+
+def charged_tokens(entry: AccessRecord) -> int | None:
+    """The tokens a finished call counts against its key's budgets: Oracle's usage; none for an
+    error answer (Oracle charges none); None when unknown (a client that left mid-stream, a
+    background response), so that the reservation's estimate stands."""
+    if entry.tokens_in is not None or entry.tokens_out is not None:
+        return (entry.tokens_in or 0) + (entry.tokens_out or 0)
+    if entry.status >= 400:
+        return 0
+    return None

@@ -51,6 +51,17 @@ class ClientKey:
         return any(model_pattern(p).fullmatch(name) for name in names for p in self.models)
 
 
+def model_names(
+    requested: str, alias: str | None, alias_target: str | None, upstream: str | None
+) -> tuple[str, ...]:
+    """What a key's model patterns are matched against: the name the client sent (unless a
+    glob alias maps it: any name matching a pattern like `gpt-4o*` would then reach the glob's
+    target), an alias's target, and the model Oracle is asked for."""
+    by_glob = alias is not None and "*" in alias
+    names = (None if by_glob else requested, alias_target, upstream)
+    return tuple(name for name in names if name)
+
+
 @cache
 def model_pattern(pattern: str) -> re.Pattern[str]:
     """`*` stands for any run of characters; everything else is literal."""
@@ -101,6 +112,14 @@ def invalid_key() -> GatewayError:
         "gateway's keys (a master key or a client key from server.keys), not an Oracle key.",
         code="invalid_api_key",
         headers=(("www-authenticate", 'Bearer realm="gomodel"'),),
+    )
+
+
+def admins_only(path: str) -> GatewayError:
+    return GatewayError(
+        403,
+        f"{path} is for the gateway's master keys; client keys may not read it.",
+        code="admin_key_required",
     )
 
 

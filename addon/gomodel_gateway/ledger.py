@@ -60,11 +60,12 @@ class UsageRow:
 
 @dataclass(frozen=True)
 class ResourceRow:
-    """Which provider created a stored response, conversation or file id."""
+    """Which provider created a stored response, conversation or file id, with which key."""
 
     id: str
     provider: str
     kind: str
+    key: str  # the client key's name
     created: float
 
 
@@ -89,12 +90,14 @@ SCHEMA = (
         id TEXT PRIMARY KEY,
         provider TEXT NOT NULL,
         kind TEXT NOT NULL,
+        "key" TEXT NOT NULL,
         created DOUBLE PRECISION NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS gomodel_resources_created ON gomodel_resources (created)",
 )
 USAGE_COLUMNS = ", ".join(f'"{column.name}"' for column in fields(UsageRow))
-RESOURCE_COLUMNS = ", ".join(column.name for column in fields(ResourceRow))
+RESOURCE_COLUMNS = ", ".join(f'"{column.name}"' for column in fields(ResourceRow))
+Owned = tuple[str, str, str, str]  # a stored id, its provider, its kind, its key's name
 
 
 def insert_usage_sql(mark: str) -> str:
@@ -107,7 +110,7 @@ def upsert_resource_sql(mark: str) -> str:
     return (
         f"INSERT INTO gomodel_resources ({RESOURCE_COLUMNS}) VALUES ({marks}) "
         "ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, kind = excluded.kind, "
-        "created = excluded.created"
+        '"key" = excluded."key", created = excluded.created'
     )
 
 
@@ -372,24 +375,31 @@ class Ledger:
         """Queue one call's row; never blocks, never raises."""
         self._offer(row)
 
-    def remember_resource(self, id: str, provider: str, kind: str) -> None:
-        """Queue which provider created a stored id (written as an upsert)."""
-        self._offer(ResourceRow(id, provider, kind, time.time()))
+    def remember_resource(self, id: str, provider: str, kind: str, key: str) -> None:
+        """Queue which provider created a stored id, with which key (written as an upsert)."""
+        self._offer(ResourceRow(id, provider, kind, key, time.time()))
 
-    def load_resources(self, limit: int) -> list[tuple[str, str, str]]:
-        """(id, provider, kind), most recent first; blocks. [] when the ledger cannot be read,
-        logged: starting without that memory beats not starting."""
-        sql = (
-            "SELECT id, provider, kind FROM gomodel_resources "
-            f"ORDER BY created DESC LIMIT {self.target.mark}"
-        )
+    def load_resources(self, limit: int) -> list[Owned]:
+        """(id, provider, kind, key), most recent first; blocks. [] when the ledger cannot be
+        read, logged: starting without that memory beats not starting."""
+        mark = self.target.mark
+        return self._owned(f"ORDER BY created DESC LIMIT {mark}", (limit,))
+
+    def find_resource(self, id: str) -> Owned | None:
+        """One stored id's owner, as another gateway sharing this ledger may have written it;
+        blocks. None when unknown or when the ledger cannot be read (logged)."""
+        found = self._owned(f"WHERE id = {self.target.mark}", (id,))
+        return found[0] if found else None
+
+    def _owned(self, condition: str, params: tuple[Any, ...]) -> list[Owned]:
+        sql = f'SELECT id, provider, kind, "key" FROM gomodel_resources {condition}'
         try:
             with (
                 closing(open_connection(self.target)) as connection,
                 closing(connection.cursor()) as cursor,
             ):
-                cursor.execute(sql, (limit,))
-                return [(id, provider, kind) for id, provider, kind in cursor.fetchall()]
+                cursor.execute(sql, params)
+                return [(id, provider, kind, key) for id, provider, kind, key in cursor.fetchall()]
         except database_errors(self.target) as error:
             logger.warning(
                 "usage ledger: could not read stored ids from %s: %s",

@@ -25,8 +25,8 @@ from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
 from .hosts import is_loopback
 from .inventory import build_inventory
-from .ledger import Ledger, Target, gateway_id, open_ledger
-from .limiter import Limiter, shown_url
+from .ledger import Ledger, Target, gateway_id, open_ledger, redact_url
+from .limiter import Limiter
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
 from .options import OPTION_NAMES, Settings, declare_options, read_settings
@@ -173,7 +173,7 @@ class Runtime:
         )
         if redis_url:
             logger.info(
-                "gomodel: client key limits are shared through Redis at %s", shown_url(redis_url)
+                "gomodel: client key limits are shared through Redis at %s", redact_url(redis_url)
             )
         if old.redis is not None:  # its connections, closed once its last writes are done
             self.in_background(old.close())

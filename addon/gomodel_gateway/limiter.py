@@ -1,8 +1,9 @@
 """The limiter: admits calls and counts their tokens, in this gateway's memory or in Redis.
 
 With `gomodel_redis_url`, every gateway sharing that Redis enforces one limit: a call's
-admission is one round trip (a Lua script reads the counters, decides and counts the request
-atomically); its tokens are added after the answer, off the request path. When Redis cannot be
+admission is one round trip (a Lua script reads the counters, decides, counts the request and
+reserves its estimated tokens atomically); its usage settles the reservation after the answer,
+off the request path. When Redis cannot be
 reached, the gateway does not go unlimited: it logs it, counts it in a metric, and enforces the
 limits with its own counters (each gateway then allows the whole limit) until Redis answers
 again (tried again after RETRY_SECONDS).
@@ -16,7 +17,19 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from .limits import ADMITTED, DAY, MINUTE, Buckets, Counts, Limits, LocalCounters, Verdict, decide
+from .ledger import redact_url
+from .limits import (
+    ADMITTED,
+    DAY,
+    MINUTE,
+    Buckets,
+    Counts,
+    Limits,
+    LocalCounters,
+    Reservation,
+    Verdict,
+    decide,
+)
 
 logger = logging.getLogger("gomodel")
 
@@ -38,6 +51,13 @@ if tpm >= 0 and c[3] * weight + c[4] + 1 > tpm then admitted = 0 end
 if admitted == 1 then
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
+  local reserve = tonumber(ARGV[6])
+  if reserve > 0 then
+    redis.call('INCRBY', KEYS[4], reserve)
+    redis.call('EXPIRE', KEYS[4], ARGV[5])
+    redis.call('INCRBY', KEYS[5], reserve)
+    redis.call('EXPIRE', KEYS[5], ARGV[7])
+  end
 end
 return {admitted, c[1], c[2], c[3], c[4], c[5]}
 """
@@ -47,24 +67,13 @@ def check_redis_url(url: str) -> str:
     """A redis://, rediss:// or unix:// URL; ValueError otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        raise ValueError(f"{shown_url(url)!r} is not a redis://, rediss:// or unix:// URL")
+        raise ValueError(f"{redact_url(url)!r} is not a redis://, rediss:// or unix:// URL")
     return url
 
 
-def shown_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
-
-
-def redis_keys(name: str, buckets: Buckets) -> list[str]:
+def redis_keys(name: str, minute: int, day: int) -> list[str]:
     """One key's counters; `{name}` is a Redis Cluster hash tag, so they share a slot."""
     base = f"{KEY_PREFIX}:{{{name}}}"
-    minute, day = buckets.minute, buckets.day
     return [
         f"{base}:requests:{minute - 1}",
         f"{base}:requests:{minute}",
@@ -109,12 +118,15 @@ class Limiter:
         """Whether the limits are currently shared through Redis."""
         return self.redis is not None and self.clock() >= self.down_until
 
-    async def admit(self, name: str, limits: Limits) -> Verdict:
+    async def admit(self, name: str, limits: Limits, reserve: int = 0) -> Verdict:
+        """Admit a call (counting it, and reserving `reserve` tokens when a budget counts
+        tokens), or say which limit refuses it."""
         if not limits.any:
             return ADMITTED
+        reserve = reserve if limits.counts_tokens else 0
         now = self.clock()
         if self.admit_script is None or now < self.down_until:
-            return self.local.admit(name, limits, now)
+            return self.local.admit(name, limits, now, reserve)
         buckets = Buckets.at(now)
         args = [
             script_limit(limits.requests_per_minute),
@@ -122,40 +134,46 @@ class Limiter:
             script_limit(limits.tokens_per_day),
             repr(buckets.previous_weight),
             2 * MINUTE,
+            reserve,
+            2 * DAY,
         ]
+        keys = redis_keys(name, buckets.minute, buckets.day)
         try:
-            reply = await self.admit_script(keys=redis_keys(name, buckets), args=args)
+            reply = await self.admit_script(keys=keys, args=args)
         except (RedisError, OSError) as e:
             self.store_failed(e, now)
-            return self.local.admit(name, limits, now)
+            return self.local.admit(name, limits, now, reserve)
         self.store_answered()
         admitted, *counted = (int(value) for value in reply)
+        if admitted:
+            reservation = Reservation(name, reserve, buckets.minute, buckets.day, shared=True)
+            return Verdict(reservation=reservation)
         # Refused: decide() on the counters the script read tells which limit, and for how long.
-        return ADMITTED if admitted else decide(limits, Counts(*counted), buckets)
+        return decide(limits, Counts(*counted), buckets)
 
-    def spend(self, name: str, limits: Limits, tokens: int) -> None:
-        """Count a finished call's tokens (in Redis: in the background)."""
-        if not limits.counts_tokens or tokens <= 0:
+    def settle(self, reservation: Reservation, used: int) -> None:
+        """A call's usage replaces its reservation, where it was made (in Redis: in the
+        background; if that fails, the difference is lost and the failure counted)."""
+        delta = used - reservation.tokens
+        if not delta:
             return
-        now = self.clock()
-        if self.redis is None or now < self.down_until:
-            self.local.spend(name, tokens, now)
+        if not reservation.shared or self.redis is None:
+            self.local.settle(reservation, used)
             return
-        task = asyncio.get_running_loop().create_task(self.spend_shared(name, tokens, now))
+        task = asyncio.get_running_loop().create_task(self.settle_shared(reservation, delta))
         self.spending.add(task)
         task.add_done_callback(self.spending.discard)
 
-    async def spend_shared(self, name: str, tokens: int, now: float) -> None:
+    async def settle_shared(self, reservation: Reservation, delta: int) -> None:
         assert self.redis is not None
-        keys = redis_keys(name, Buckets.at(now))
+        keys = redis_keys(reservation.name, reservation.minute, reservation.day)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.incrby(keys[3], tokens).expire(keys[3], 2 * MINUTE)
-                pipe.incrby(keys[4], tokens).expire(keys[4], 2 * DAY)
+                pipe.incrby(keys[3], delta).expire(keys[3], 2 * MINUTE)
+                pipe.incrby(keys[4], delta).expire(keys[4], 2 * DAY)
                 await pipe.execute()
         except (RedisError, OSError) as e:
-            self.store_failed(e, now)
-            self.local.spend(name, tokens, now)
+            self.store_failed(e, self.clock())
 
     def store_failed(self, error: Exception, now: float) -> None:
         self.on_store_error()
@@ -163,7 +181,7 @@ class Limiter:
             logger.warning(
                 "gomodel: Redis at %s cannot be reached (%s): limits are enforced by this "
                 "gateway alone until it answers again",
-                shown_url(self.redis_url or ""),
+                redact_url(self.redis_url or ""),
                 type(error).__name__,
             )
         self.down_until = now + RETRY_SECONDS

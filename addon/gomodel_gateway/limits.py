@@ -6,22 +6,30 @@ Windows (wall-clock time, so that several gateways agree on them):
   share of the previous minute still inside the window. Smooth at minute boundaries (no double
   burst) at the memory of two counters.
 - tokens_per_day: the UTC calendar day; the budget is fresh at 00:00 UTC.
-A request counts when it is admitted; its tokens count when its answer ends (Oracle's usage).
-A call is admitted while the budget has room for one more token: a long answer can overrun a
-budget, and the next call is then refused.
+A request counts when it is admitted. A call is admitted while the budget has room for one more
+token, and then reserves an estimate of its tokens (`estimate_tokens`), so that calls made at
+once cannot all pass on the same room; when the answer ends, Oracle's usage replaces the
+estimate (`Reservation.settle`). A call whose usage never comes (its client left mid-stream, a
+background response) keeps the estimate as its charge. A long answer can still overrun a budget:
+the next call is then refused.
 
 Pure: the clock is passed in; the counters a decision reads come from `LocalCounters` here or
 from Redis (`shared_limits.py`).
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .errors import GatewayError
 
 MINUTE = 60
 DAY = 86400
+BYTES_PER_TOKEN = 4  # a generous guess for a request body's tokens (JSON included)
+DEFAULT_OUTPUT_ESTIMATE = 1024  # tokens, for a call that sets no output limit
+OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,21 @@ class Refusal(StrEnum):
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """Tokens an admitted call holds until its usage is known, in the buckets of its admission."""
+
+    name: str
+    tokens: int
+    minute: int
+    day: int
+    shared: bool = False  # made in Redis (else in this gateway's own counters)
+
+
+@dataclass(frozen=True)
 class Verdict:
     refusal: Refusal | None = None
     retry_after: float = 0.0  # seconds until the call would be admitted
+    reservation: Reservation | None = None  # an admitted call's reserved tokens
 
     @property
     def admitted(self) -> bool:
@@ -91,6 +111,20 @@ class Verdict:
 
 
 ADMITTED = Verdict()
+
+
+def estimate_tokens(body_size: int, document: Mapping[str, Any]) -> int:
+    """What a call may use, before Oracle says: its body's size in tokens, generously, plus its
+    output limit (or DEFAULT_OUTPUT_ESTIMATE)."""
+    output = next(
+        (
+            value
+            for name in OUTPUT_LIMITS
+            if isinstance(value := document.get(name), int) and not isinstance(value, bool)
+        ),
+        DEFAULT_OUTPUT_ESTIMATE,
+    )
+    return body_size // BYTES_PER_TOKEN + max(output, 0)
 
 
 def sliding(previous: int, current: int, buckets: Buckets) -> float:
@@ -185,21 +219,31 @@ class LocalCounters:
             self.daily.get((name, buckets.day), 0),
         )
 
-    def admit(self, name: str, limits: Limits, now: float) -> Verdict:
+    def admit(self, name: str, limits: Limits, now: float, reserve: int = 0) -> Verdict:
+        """Decide; an admitted call counts as a request and reserves `reserve` tokens."""
         buckets = Buckets.at(now)
         self.forget_before(buckets)
         verdict = decide(limits, self.counts(name, buckets), buckets)
-        if verdict.admitted:
-            slot = (name, buckets.minute)
-            self.requests[slot] = self.requests.get(slot, 0) + 1
-        return verdict
+        if not verdict.admitted:
+            return verdict
+        slot = (name, buckets.minute)
+        self.requests[slot] = self.requests.get(slot, 0) + 1
+        reservation = Reservation(name, reserve, buckets.minute, buckets.day)
+        self.add_tokens(reservation, reserve)
+        return Verdict(reservation=reservation)
 
-    def spend(self, name: str, tokens: int, now: float) -> None:
-        buckets = Buckets.at(now)
-        self.forget_before(buckets)
-        minute, day = (name, buckets.minute), (name, buckets.day)
-        self.tokens[minute] = self.tokens.get(minute, 0) + tokens
-        self.daily[day] = self.daily.get(day, 0) + tokens
+    def settle(self, reservation: Reservation, used: int) -> None:
+        """A call's usage replaces its reservation (in the buckets it was reserved in)."""
+        self.add_tokens(reservation, used - reservation.tokens)
+
+    def add_tokens(self, reservation: Reservation, tokens: int) -> None:
+        if tokens:
+            minute, day = (
+                (reservation.name, reservation.minute),
+                (reservation.name, reservation.day),
+            )
+            self.tokens[minute] = self.tokens.get(minute, 0) + tokens
+            self.daily[day] = self.daily.get(day, 0) + tokens
 
     def forget_before(self, buckets: Buckets) -> None:
         if buckets.minute == self.pruned_at:

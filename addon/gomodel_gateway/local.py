@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, ListedModel
-from .keys import ANONYMOUS_KEY, ClientKey, invalid_key, model_not_allowed
+from .keys import ANONYMOUS_KEY, ClientKey, invalid_key, model_names, model_not_allowed
 from .routing import Endpoint, Request
 
 
@@ -16,10 +16,12 @@ def _model_object(model: ListedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
 
 
-def model_names(inventory: Inventory, model_id: str) -> tuple[str, ...]:
-    """What a client key's patterns are matched against (see routing.Route.model_names)."""
+def names_for_key(inventory: Inventory, model_id: str) -> tuple[str, ...]:
+    """What a client key's patterns are matched against (keys.model_names)."""
     alias = inventory.alias_for(model_id)
-    return (model_id, alias.target) if alias else (model_id,)
+    if alias is None:
+        return model_names(model_id, None, None, None)
+    return model_names(model_id, alias.name, alias.target, None)
 
 
 def models_list(
@@ -31,7 +33,7 @@ def models_list(
     listing = [
         m
         for m in inventory.listing
-        if (not aliases_only or m.id in names) and key.allows(*model_names(inventory, m.id))
+        if (not aliases_only or m.id in names) and key.allows(*names_for_key(inventory, m.id))
     ]
     return {"object": "list", "data": [_model_object(m) for m in listing]}
 
@@ -39,7 +41,7 @@ def models_list(
 def model_detail(
     inventory: Inventory, model_id: str, key: ClientKey = ANONYMOUS_KEY
 ) -> dict[str, Any]:
-    if not key.allows(*model_names(inventory, model_id)):
+    if not key.allows(*names_for_key(inventory, model_id)):
         raise model_not_allowed(key, model_id)
     for model in inventory.listing:
         if model.id == model_id:

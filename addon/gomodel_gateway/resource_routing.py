@@ -8,10 +8,13 @@
 - `POST /v1/responses` naming a `previous_response_id` or a `conversation` the gateway knows is
   sent to that id's owner, whatever provider the model would prefer; a model the owner does not
   serve is a 400 (its state is nowhere else).
+- A client key reaches only the ids created with it (`check_owner`: any other id is a 404, as
+  if it did not exist), and its listings show only those (`keep_owned`); master keys reach all.
 Pure: the addon passes the inventory and the store in.
 """
 
 import dataclasses
+import json
 from typing import Any
 
 from . import safejson
@@ -19,6 +22,7 @@ from .affinity import AffinityStore
 from .basepaths import resource_provider
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
+from .keys import ClientKey
 from .resources import ID, MAX_ID_LENGTH, Action, ResourcePath
 from .routing import Endpoint, Request, Route
 
@@ -140,3 +144,53 @@ def deleted(request: Request) -> str | None:
     if resource is not None and resource.operation.action is Action.DELETE:
         return resource.owner_id
     return None
+
+
+def ids_named(request: Request, body: bytes) -> list[str]:
+    """The stored ids a call names: the one in its path, or a responses body's follow-ups."""
+    if request.resource is not None:
+        return [request.resource.owner_id] if request.resource.owner_id else []
+    if request.endpoint is Endpoint.RESPONSES:
+        return [value for _, value in followup_ids(body)]
+    return []
+
+
+def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None:
+    """A client key reaches only the stored ids created with it; master keys reach every id."""
+    if key.admin:
+        return
+    for resource_id in ids:
+        owner = affinity.owner(resource_id)
+        if owner is None or owner.key != key.name:
+            raise GatewayError(
+                404,
+                f"No stored resource {clip_for_message(resource_id)} was created with the key "
+                f"{key.name!r}.",
+                code="resource_not_found",
+            )
+
+
+def is_listing(request: Request) -> bool:
+    resource = request.resource
+    return resource is not None and resource.owner_id is None and resource.operation.method == "GET"
+
+
+def keep_owned(body: bytes, key: ClientKey, affinity: AffinityStore) -> bytes:
+    """A listing as a client key may see it: the items created with that key."""
+    try:
+        document = safejson.loads(body)
+    except ValueError:
+        return body
+    if key.admin or not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return body
+
+    def owned(item: Any) -> bool:
+        owner = (
+            affinity.owner(item.get("id"))
+            if isinstance(item, dict) and is_id(item.get("id"))
+            else None
+        )
+        return owner is not None and owner.key == key.name
+
+    document["data"] = [item for item in document["data"] if owned(item)]
+    return json.dumps(document).encode()

@@ -17,6 +17,7 @@ from .adapt import adapt
 from .config import is_model_id
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
+from .keys import model_names
 
 
 class Endpoint(StrEnum):
@@ -116,10 +117,10 @@ class Route:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        """What a client key's model patterns are matched against: the name the client sent,
-        the alias's target, the model Oracle is asked for."""
-        names = (self.requested_model, self.alias_target, self.target.upstream_model)
-        return tuple(name for name in names if name)
+        """What a client key's model patterns are matched against (keys.model_names)."""
+        return model_names(
+            self.requested_model, self.alias, self.alias_target, self.target.upstream_model
+        )
 
 
 def classify(method: str, path: str) -> Request:
@@ -335,6 +336,14 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
             param="input",
             code="invalid_type",
         )
+    options = document.get("stream_options")
+    if options is not None and not isinstance(options, dict):  # else no usage could be asked
+        raise GatewayError(
+            400,
+            f"'stream_options' must be an object, not {type(options).__name__}.",
+            param="stream_options",
+            code="invalid_type",
+        )
 
 
 def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool = False) -> Route:
@@ -353,7 +362,6 @@ def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool =
         ask_usage
         and stream
         and request.endpoint is Endpoint.CHAT_COMPLETIONS
-        and (options is None or isinstance(options, dict))
         and not (options or {}).get("include_usage")
     )
     alias = inventory.alias_for(model)
