@@ -8,6 +8,7 @@ from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
 from gomodel_gateway.resource_routing import (
+    check_body,
     created,
     deleted,
     follow_owner,
@@ -309,3 +310,27 @@ def test_what_a_successful_call_deleted() -> None:
     assert deleted(classify("DELETE", "/v1/files/file-1")) == "file-1"
     assert deleted(classify("DELETE", "/v1/conversations/c/items/i")) is None
     assert deleted(classify("GET", "/v1/files/file-1")) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "body", "status"),
+    [
+        ("POST", "/v1/files", "multipart/form-data; boundary=x", b"--x--", None),
+        ("POST", "/v1/files", "application/json", b"{}", 415),
+        ("POST", "/v1/files", "", b"", 415),
+        ("POST", "/v1/conversations", "application/json", b'{"items": []}', None),
+        ("POST", "/v1/conversations", "application/json", b"[]", 400),
+        ("POST", "/v1/conversations", "text/plain", b"{not json", 400),
+        ("POST", "/v1/responses/resp_1/cancel", "", b"", None),  # no body to check
+        ("GET", "/v1/files", "text/plain", b"", None),
+    ],
+)
+def test_resource_bodies_are_checked_before_they_go(method, path, content_type, body, status):
+    resource = classify(method, path).resource
+    assert resource is not None
+    if status is None:
+        check_body(resource.operation, content_type, body)
+        return
+    with pytest.raises(GatewayError) as refused:
+        check_body(resource.operation, content_type, body)
+    assert refused.value.status == status

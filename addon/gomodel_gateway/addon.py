@@ -51,6 +51,7 @@ from .lifecycle import Runtime
 from .limits import estimate_tokens, limit_error
 from .relay import REFUSAL_PATH
 from .resource_routing import (
+    check_body,
     check_owner,
     created,
     deleted,
@@ -86,6 +87,7 @@ logger = logging.getLogger("gomodel")
 
 MAX_LOGGED_URL = 200
 LOOP_REFUSAL = "gomodel: the destination is this proxy itself (a loop)"
+GATEWAY_HOST_REFUSAL = "gomodel: the destination is a gateway hostname, served here only"
 RESOLVE_SECONDS = 2.0
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
 __all__ = ["REDACTED", "GoModel"]
@@ -368,6 +370,8 @@ class GoModel:
         await self.recall(named)
         check_owner(key, runtime.affinity, named)
         if request.resource is not None:
+            content_type = call_header(call, "content-type")
+            check_body(request.resource.operation, content_type, content)
             return route_resource(
                 runtime.inventory, runtime.affinity, call.method, request.resource, content
             )
@@ -563,6 +567,8 @@ class GoModel:
             return None
         if not runtime.exposure.open:
             return "gomodel: pass-through is closed; this proxy connects only for the gateway"
+        if host.lower().rstrip(".") in runtime.hosts:  # the gateway never connects to itself:
+            return GATEWAY_HOST_REFUSAL  # a body streamed by stream_large_bodies stays home
         if is_listen_address(host, port, self.listen_addresses()):
             return LOOP_REFUSAL
         return None
@@ -666,3 +672,8 @@ def parse_json(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+def call_header(call: Call, name: str) -> str:
+    """A header of the client's request, as the call keeps them ("" when absent)."""
+    return next((value for key, value in call.client_headers if key.lower() == name), "")

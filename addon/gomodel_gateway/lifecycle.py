@@ -65,6 +65,7 @@ class Runtime:
         self.upstream_proxy: UpstreamProxy | None = None
         self.limiter = Limiter(time.time)
         self.closing: set[asyncio.Task[None]] = set()
+        self.body_limit_set: str | None = None  # the body_size_limit this addon set
         # Which provider created each stored resource; kept across reloads.
         self.affinity = AffinityStore(time.monotonic)
         self.ledger: Ledger | None = None
@@ -271,6 +272,21 @@ class Runtime:
         if exposure != self.exposure:
             logger.info("gomodel: %s", exposure.describe())
         self.exposure = exposure
+        self.bound_request_bodies()
+
+    def bound_request_bodies(self) -> None:
+        """While the port is shared (pass-through closed), mitmproxy itself cuts off a request
+        body past gomodel_max_body_size as it arrives (413), so a key holder's chunked upload
+        is never buffered whole. Not when the operator set body_size_limit themselves."""
+        current = ctx.options.body_size_limit
+        if current is not None and current != self.body_limit_set:
+            return  # the operator's own
+        wanted = None if self.exposure.open else str(self.settings.max_body_size)
+        if current != wanted:
+            self.body_limit_set = wanted
+            ctx.options.update(body_size_limit=wanted)
+            if wanted:
+                logger.info("gomodel: set body_size_limit=%s (gomodel_max_body_size)", wanted)
 
     # -- models --------------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from .basepaths import resource_provider
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import ClientKey
-from .resources import ID, MAX_ID_LENGTH, Action, ResourcePath
-from .routing import Endpoint, Request, Route
+from .resources import ID, MAX_ID_LENGTH, Action, Operation, ResourcePath
+from .routing import Endpoint, Request, Route, parse_json_object
 
 # Cheap tests before a responses body is parsed a second time.
 FOLLOWUP_MARKERS = (b'"previous_response_id"', b'"conversation"')
@@ -194,3 +194,21 @@ def keep_owned(body: bytes, key: ClientKey, affinity: AffinityStore) -> bytes:
 
     document["data"] = [item for item in document["data"] if owned(item)]
     return json.dumps(document).encode()
+
+
+def check_body(operation: Operation, content_type: str, body: bytes) -> None:
+    """What a resource call sends before it goes: an upload (POST /v1/files) is
+    multipart/form-data; any other body is a JSON object. A GatewayError (415, 400) if not."""
+    if operation.method != "POST":
+        return
+    if operation.template == "files":
+        if not content_type.strip().lower().startswith("multipart/form-data"):
+            raise GatewayError(
+                415,
+                "POST /v1/files takes a multipart/form-data upload (fields file and purpose), "
+                f"not {clip_for_message(content_type) if content_type else 'no content type'}.",
+                code="unsupported_media_type",
+            )
+        return
+    if body:
+        parse_json_object(body)
