@@ -10,7 +10,10 @@ client and the simulator, so those two are secondary figures here.
 Rows, all on loopback against the project's Oracle simulator (scripts/bench_simulator.py):
   direct   client -> simulator (the floor; no proxy, so no proxy CPU)
   bare     client -> mitmdump --mode reverse:<simulator> --set stream_large_bodies=1, no addon
-  gomodel  client -> mitmdump -s addon/gomodel.py -> simulator
+  gomodel  client -> mitmdump -s addon/gomodel.py -> simulator (no client keys, no ledger)
+  keys     the same with a client key that has limits (requests and tokens per minute: each call
+           is admitted, reserves tokens and settles them) and the SQLite usage ledger
+  keys+redis  the same, the limits kept in a real redis-server (one round trip per call)
   litellm  client -> LiteLLM proxy -> simulator, when LiteLLM is installed (see --help)
 
 Load clients: non-streamed calls come from wrk (C, one thread, a Lua script for the POST body and
@@ -19,7 +22,8 @@ chunk by chunk, time its first chunk or hold 1,500 streams open, so streams come
 client (aiohttp) in this process; its CPU is reported too.
 
 Workloads:
-  chat     wrk at 1, 10 and 50 connections, closed loop, --duration seconds each
+  chat     wrk at 1, 10 and 50 connections, closed loop, --duration seconds each (the only
+           workload of the keys rows, compared with gomodel: what teams cost)
   stream   20 clients streaming back to back, a token-sized chunk every --chunk-gap seconds:
            chunks/s, CPU per chunk, first chunk
   held     --held streams (1,500) opened over --ramp seconds and held open (a chunk every
@@ -621,7 +625,13 @@ async def run(args: argparse.Namespace) -> dict:
     simulator = start_bench_simulator(workdir / "sim")
     processes: list[Process] = [simulator.process]
     try:
-        gateway = start_gateway(workdir / "gw", simulator.oracle_env(MODEL), ca=simulator.ca)
+        gateway = start_gateway(
+            workdir / "gw",
+            simulator.oracle_env(MODEL),
+            "--set",
+            "gomodel_usage_db=off",
+            ca=simulator.ca,
+        )
         processes.append(gateway.process)
         bare = start_bare(workdir, simulator)
         processes.append(bare.process)
@@ -643,11 +653,63 @@ async def run(args: argparse.Namespace) -> dict:
         if not args.no_litellm and (litellm := start_litellm(workdir, simulator)):
             rows.append(litellm)
             processes.append(litellm.process)
-        return await measure(args, rows, simulator, workdir)
+        team_rows = []
+        redis = start_redis(workdir / "redis")
+        if redis:
+            processes.append(redis[0])
+        for name, redis_url in (("keys", None), ("keys+redis", redis[1] if redis else None)):
+            if name == "keys+redis" and not redis_url:
+                print("bench: no redis-server (scripts/install-stores): no keys+redis row")
+                continue
+            row = start_team_gateway(workdir / name, simulator, name, redis_url)
+            assert row.process is not None
+            processes.append(row.process)
+            team_rows.append(row)
+        return await measure(args, rows, simulator, workdir, team_rows)
     finally:
         for process in processes:
             process.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+TEAM_KEY = "gm-bench-team-key"
+TEAM_ROWS = ("keys", "keys+redis")
+TEAM_CONFIG = """
+server:
+  keys:
+    bench:
+      key: %s
+      requests_per_minute: 1000000000
+      tokens_per_minute: 1000000000000
+"""
+
+
+def start_team_gateway(
+    workdir: Path, simulator: Simulator, name: str, redis_url: str | None
+) -> Row:
+    """The gateway as a team runs it: a client key with limits, the SQLite ledger, maybe Redis."""
+    workdir.mkdir(parents=True)
+    config = workdir / "gomodel.yaml"
+    config.write_text(TEAM_CONFIG % TEAM_KEY)
+    options = ["--set", f"gomodel_config={config}"]
+    if redis_url:
+        options += ["--set", f"gomodel_redis_url={redis_url}"]
+    gateway = start_gateway(workdir, simulator.oracle_env(MODEL), *options, ca=simulator.ca)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TEAM_KEY}"}
+    return Row(name, f"{gateway.url}/v1/chat/completions", headers, gateway.process)
+
+
+def start_redis(workdir: Path) -> tuple[Process, str] | None:
+    """Debian's redis-server on a free loopback port, if installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    workdir.mkdir(parents=True)
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    process = spawn([*args, "no", "--dir", str(workdir)], workdir / "redis.log", clean_env())
+    process.wait_for(r"Ready to accept connections")
+    return process, f"redis://127.0.0.1:{port}/0"
 
 
 def padding(chunks: int) -> int:
@@ -656,16 +718,22 @@ def padding(chunks: int) -> int:
 
 
 async def measure(
-    args: argparse.Namespace, rows: list[Row], simulator: Simulator, workdir: Path
+    args: argparse.Namespace,
+    rows: list[Row],
+    simulator: Simulator,
+    workdir: Path,
+    team_rows: list[Row],
 ) -> dict:
+    """`team_rows` run the non-streamed workload only."""
     results = Results()
-    meter = Meter([simulator.process, *(r.process for r in rows if r.process)], args.disturbed)
+    chat_rows = rows + team_rows
+    meter = Meter([simulator.process, *(r.process for r in chat_rows if r.process)], args.disturbed)
     if args.quick:
         meter.tries = 1  # a smoke test: measured and reported, never run again
     ssl_context = ssl.create_default_context(cafile=str(simulator.ca))
     scripts = {
         row.name: wrk_script(workdir / f"{row.name}.lua", "POST", CHAT_BODY, row.headers)
-        for row in rows
+        for row in chat_rows
     }
     held_rows = [row for row in rows if row.name in ("bare", "gomodel")]
 
@@ -677,8 +745,9 @@ async def measure(
         connector=connector, trust_env=False, timeout=aiohttp.ClientTimeout(total=120)
     ) as session:
         # Warm every row up: connections, caches, first imports.
-        for row in rows:
+        for row in chat_rows:
             run_wrk(args.wrk, scripts[row.name], row.chat_url, 4, 1, row.process)
+        for row in rows:
             await read_stream(session, row, Stream(time.monotonic()))
 
         for number in range(args.rounds):
@@ -687,7 +756,7 @@ async def measure(
             simulator.configure(chunk_delay=0.0, stream_bytes=0)
             for connections in CONCURRENCY:
                 results.cells.setdefault(f"chat c={connections} proxy CPU per call ms", {})
-                for row in shuffled(rows):
+                for row in shuffled(chat_rows):
 
                     async def chat(row: Row = row, connections: int = connections) -> Calls:
                         return run_wrk(
@@ -791,7 +860,7 @@ async def measure(
                 "50 MB stream RSS growth MiB", row.name, max(peak, rss_mib(row.process)) - before
             )
         simulator.reset()
-    return summarize(results, [r.name for r in rows], args, meter)
+    return summarize(results, [r.name for r in chat_rows], args, meter)
 
 
 async def held_round(
@@ -852,6 +921,11 @@ def summarize(results: Results, rows: list[str], args: argparse.Namespace, meter
             if other in cells and statistics.median(cells[other]):
                 ratios.setdefault(metric, {})[f"gomodel/{other}"] = round(
                     statistics.median(g) / statistics.median(cells[other]), 3
+                )
+        for team in TEAM_ROWS:
+            if team in cells and statistics.median(g):
+                ratios.setdefault(metric, {})[f"{team}/gomodel"] = round(
+                    statistics.median(cells[team]) / statistics.median(g), 3
                 )
     spread = {}  # lowest and highest gomodel/bare ratio of a single round
     for metric, cells in results.cells.items():
@@ -934,6 +1008,15 @@ def check_targets(
     )
     growth = table.get("50 MB stream RSS growth MiB", {}).get("gomodel")
     checks.append(("50 MB stream: RSS growth < 10 MiB", growth, lambda g: g < 10))
+    for team in TEAM_ROWS:
+        throughput = ratios.get("chat c=10 req/s", {}).get(f"{team}/gomodel")
+        checks.append(
+            (
+                f"non-streamed calls, 10 connections: {team}/gomodel throughput >= 0.9",
+                throughput,
+                lambda r: r >= 0.9,
+            )
+        )
     return [
         {
             "target": name,
@@ -1026,6 +1109,7 @@ def markdown(report: dict) -> str:
         f"{held['chunk_gap_s']} s (about {held['chunks_per_stream']} per stream), so all are "
         "open at once.",
         "",
+        *team_section(report),
         "## Targets",
         "",
         "| target | value | met |",
@@ -1055,6 +1139,43 @@ def markdown(report: dict) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def team_section(report: dict) -> list[str]:
+    """What client keys, limits and the ledger cost, next to the same gateway without them."""
+    table, ratios = report["table"], report["ratios"]
+    teams = [team for team in TEAM_ROWS if team in report["rows"]]
+    if not teams:
+        return []
+    lines = [
+        "## Teams: client keys, limits, the ledger, Redis",
+        "",
+        "Non-streamed calls through a gateway with a client key that has limits (each call is "
+        "admitted, reserves tokens and settles them) and the SQLite usage ledger (keys), and "
+        "the same with the limits in Redis (keys+redis), next to the gateway without them.",
+        "",
+        "| work | gomodel | "
+        + " | ".join(teams)
+        + " | "
+        + " | ".join(f"{t}/gomodel" for t in teams)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(teams)),
+    ]
+    for c in CONCURRENCY:
+        for label, metric in (
+            (f"CPU ms per call, {c} connection(s)", f"chat c={c} proxy CPU per call ms"),
+            (f"calls/s, {c} connection(s)", f"chat c={c} req/s"),
+            (f"p50 ms, {c} connection(s)", f"chat c={c} p50 ms"),
+        ):
+            cells = table.get(metric, {})
+            lines.append(
+                f"| {label} | {fmt(cells.get('gomodel'))} | "
+                + " | ".join(fmt(cells.get(t)) for t in teams)
+                + " | "
+                + " | ".join(fmt(ratios.get(metric, {}).get(f"{t}/gomodel")) for t in teams)
+                + " |"
+            )
+    return [*lines, ""]
 
 
 def chart(report: dict, path: Path) -> None:

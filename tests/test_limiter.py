@@ -46,7 +46,7 @@ async def run_both(redis_url: str, limits: Limits, steps) -> tuple[list, list]:
             local_verdicts.append((expected.refusal, expected.retry_after))
             if verdict.reservation and expected.reservation:  # the answer comes back
                 shared.settle(verdict.reservation, used)
-                await asyncio.gather(*shared.spending)
+                await shared.send_settlements()
                 local.settle(expected.reservation, used)
         assert shared.shared
     finally:

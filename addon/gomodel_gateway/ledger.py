@@ -9,12 +9,12 @@ names the gateway that wrote it.
 
 import logging
 import os
-import queue
 import re
 import socket
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from contextlib import closing, suppress
 from dataclasses import astuple, dataclass, fields
@@ -340,8 +340,12 @@ class Ledger:
         self.batches = 0
         self.failed_writes = 0
         self.dropped = 0
-        # None on the queue only wakes the writer to look at `_closing`.
-        self._queue: queue.Queue[UsageRow | ResourceRow | None] = queue.Queue(queue_limit)
+        # Rows wait here; the writer takes them every flush_seconds, or as soon as a batch is
+        # full. A deque's append and popleft need no lock: adding a row costs a call next to
+        # nothing (no condition variable, no wake-up per row).
+        self._queue: deque[UsageRow | ResourceRow] = deque()
+        self._queue_limit = queue_limit
+        self._wake = threading.Event()  # a full batch waits, or the ledger closes
         self._batch: list[UsageRow | ResourceRow] = []
         self._suspects = 0  # items at the batch's head to write one per transaction
         self._closing = threading.Event()
@@ -360,7 +364,7 @@ class Ledger:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize() + len(self._batch)
+        return len(self._queue) + len(self._batch)
 
     def counts(self) -> dict[str, int]:
         """The counters, for metrics."""
@@ -411,32 +415,33 @@ class Ledger:
     def close(self, timeout: float = 5.0) -> None:
         """Write what can be written within `timeout` seconds, then stop the writer."""
         self._closing.set()
-        with suppress(queue.Full):  # a full queue wakes the writer anyway
-            self._queue.put_nowait(None)
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.warning(
                 "usage ledger: %d rows not yet written to %s at shutdown", self.pending, self.target
             )
             return
-        # What an add racing with the close queued after the writer's last look, and the wake-up.
+        # What an add racing with the close queued after the writer's last look.
         self._drop(self._drain())
 
     def _offer(self, item: UsageRow | ResourceRow) -> None:
         if self._closing.is_set():
             self._drop(1)
             return
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._queue) >= self._queue_limit:
             self._drop(1)
             if self._full_log.due():
                 logger.warning(
                     "usage ledger: %d rows wait for %s; dropping new rows (%d dropped so far)",
-                    self._queue.maxsize,
+                    self._queue_limit,
                     self.target,
                     self.dropped,
                 )
+            return
+        self._queue.append(item)
+        if len(self._queue) == self.batch_rows:
+            self._wake.set()
 
     def _drop(self, count: int) -> None:
         with self._dropped_lock:
@@ -486,24 +491,13 @@ class Ledger:
                 connection.close()
 
     def _take(self, window: float, wait_for_first: bool = False) -> None:
-        """Move queued items into the batch until it is full or `window` seconds have passed
-        (counted from the first item, when waiting for it)."""
-        if wait_for_first:
-            item = self._queue.get()
-            if item is not None:
-                self._batch.append(item)
-        deadline = time.monotonic() + window
-        while len(self._batch) < self.batch_rows:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining > 0 and not self._closing.is_set():
-                    item = self._queue.get(timeout=remaining)
-                else:
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                self._batch.append(item)
+        """Move queued items into the batch until it is full; with `wait_for_first`, first
+        wait up to `window` seconds for a full batch (or the close)."""
+        if wait_for_first and len(self._queue) < self.batch_rows:
+            self._wake.wait(window)
+            self._wake.clear()
+        while len(self._batch) < self.batch_rows and self._queue:
+            self._batch.append(self._queue.popleft())
 
     def _write(self, connection: Any, size: int) -> None:
         """The batch's first `size` items in one transaction."""
@@ -535,10 +529,8 @@ class Ledger:
 
     def _drain(self) -> int:
         """Empty the queue; the number of rows it held."""
-        rows = 0
-        with suppress(queue.Empty):
-            while True:
-                rows += self._queue.get_nowait() is not None
+        rows = len(self._queue)
+        self._queue.clear()
         return rows
 
     def _abandon(self, error: Exception) -> None:

@@ -3,7 +3,8 @@
 With `gomodel_redis_url`, every gateway sharing that Redis enforces one limit: a call's
 admission is one round trip (a Lua script reads the counters, decides, counts the request and
 reserves its estimated tokens atomically); its usage settles the reservation after the answer,
-off the request path. When Redis cannot be
+off the request path: the settlements of SETTLE_SECONDS are sent together, one round trip for
+all of them. When Redis cannot be
 reached, the gateway does not go unlimited: it logs it, counts it in a metric, and enforces the
 limits with its own counters (each gateway then allows the whole limit) until Redis answers
 again (tried again after RETRY_SECONDS).
@@ -35,6 +36,7 @@ logger = logging.getLogger("gomodel")
 
 REDIS_TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 5.0
+SETTLE_SECONDS = 0.2
 KEY_PREFIX = "gomodel"
 NONE = -1  # a limit not set, for the script
 
@@ -111,7 +113,9 @@ class Limiter:
         self.admit_script = self.redis.register_script(ADMIT_SCRIPT) if self.redis else None
         self.on_store_error = on_store_error
         self.down_until = 0.0  # while Redis is thought down, local counters decide
-        self.spending: set[asyncio.Task[None]] = set()
+        # Token differences not yet sent to Redis, by (key name, minute, day).
+        self.unsettled: dict[tuple[str, int, int], int] = {}
+        self.settling: asyncio.Task[None] | None = None
 
     @property
     def shared(self) -> bool:
@@ -160,17 +164,27 @@ class Limiter:
         if not reservation.shared or self.redis is None:
             self.local.settle(reservation, used)
             return
-        task = asyncio.get_running_loop().create_task(self.settle_shared(reservation, delta))
-        self.spending.add(task)
-        task.add_done_callback(self.spending.discard)
+        slot = (reservation.name, reservation.minute, reservation.day)
+        self.unsettled[slot] = self.unsettled.get(slot, 0) + delta
+        if self.settling is None:
+            self.settling = asyncio.get_running_loop().create_task(self.settle_soon())
 
-    async def settle_shared(self, reservation: Reservation, delta: int) -> None:
-        assert self.redis is not None
-        keys = redis_keys(reservation.name, reservation.minute, reservation.day)
+    async def settle_soon(self) -> None:
+        await asyncio.sleep(SETTLE_SECONDS)
+        self.settling = None
+        await self.send_settlements()
+
+    async def send_settlements(self) -> None:
+        """What calls used, against what they reserved, in one round trip."""
+        unsettled, self.unsettled = self.unsettled, {}
+        if not unsettled or self.redis is None:
+            return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.incrby(keys[3], delta).expire(keys[3], 2 * MINUTE)
-                pipe.incrby(keys[4], delta).expire(keys[4], 2 * DAY)
+                for (name, minute, day), delta in unsettled.items():
+                    keys = redis_keys(name, minute, day)
+                    pipe.incrby(keys[3], delta).expire(keys[3], 2 * MINUTE)
+                    pipe.incrby(keys[4], delta).expire(keys[4], 2 * DAY)
                 await pipe.execute()
         except (RedisError, OSError) as e:
             self.store_failed(e, self.clock())
@@ -192,7 +206,9 @@ class Limiter:
             self.down_until = 0.0
 
     async def close(self) -> None:
-        if self.spending:
-            await asyncio.wait(self.spending, timeout=REDIS_TIMEOUT_SECONDS * 2)
+        if self.settling is not None:
+            self.settling.cancel()
+            self.settling = None
+        await self.send_settlements()
         if self.redis is not None:
             await self.redis.aclose()
