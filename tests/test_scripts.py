@@ -117,8 +117,12 @@ def test_benchmark_quick_run_reports_every_row_and_target(tmp_path: Path) -> Non
 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["rows"] == ["direct", "bare", "gomodel"]
-    assert report["table"]["chat c=10 errors"] == {"direct": 0, "bare": 0, "gomodel": 0}
+    teams = ["keys", "keys+redis"] if shutil.which("redis-server") else ["keys"]
+    assert report["rows"] == ["direct", "bare", "gomodel", *teams]
+    assert report["table"]["chat c=10 errors"] == dict.fromkeys(report["rows"], 0)
+    assert (
+        "## Teams: client keys, limits, the ledger, Redis" in (tmp_path / "results.md").read_text()
+    )
     assert report["table"]["stream chunks seen"]["gomodel"] == 13  # nothing held back
     assert {t["target"] for t in report["targets"]} >= {"50 MB stream: RSS growth < 10 MiB"}
     assert (tmp_path / "chart.png").stat().st_size > 10_000

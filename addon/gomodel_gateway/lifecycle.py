@@ -34,7 +34,7 @@ from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
 from .watch import watch_file
-from .workarounds import bound_request_heads
+from .workarounds import bound_request_heads, json_protocol_errors
 
 logger = logging.getLogger("gomodel")
 
@@ -84,6 +84,7 @@ class Runtime:
     def load(self, loader: Any) -> None:
         declare_options(loader)
         bound_request_heads()
+        json_protocol_errors()
         contentviews.add(GoModelContentview)
 
     def configure(self, updated: set[str]) -> None:
@@ -278,6 +279,8 @@ class Runtime:
         """While the port is shared (pass-through closed), mitmproxy itself cuts off a request
         body past gomodel_max_body_size as it arrives (413), so a key holder's chunked upload
         is never buffered whole. Not when the operator set body_size_limit themselves."""
+        if "body_size_limit" not in ctx.options:  # no proxy server (unit tests)
+            return
         current = ctx.options.body_size_limit
         if current is not None and current != self.body_limit_set:
             return  # the operator's own

@@ -1,4 +1,5 @@
-"""Two places where mitmproxy 12 lets a stranger cost the gateway, mended from outside.
+"""Where mitmproxy 12 lets a stranger cost the gateway, or answers in its own shape, mended
+from outside.
 
 - **Sockets left open.** When mitmproxy closes a connection while data from it is still being
   processed (a client still uploading a refused body; with several HTTP/2 streams at once, the
@@ -14,6 +15,9 @@
   and re-scanned on every read: 30 MB of header lines without an end cost 130 MB of memory and a
   30 MB log line when the client leaves. `bound_request_heads` answers 431 and closes the
   connection once an unfinished head passes `MAX_REQUEST_HEAD`.
+- **Errors mitmproxy answers itself** on HTTP/1 (a body past `body_size_limit`, a request it
+  cannot parse, a server it cannot reach) are an HTML page that may echo the request line.
+  `json_protocol_errors` makes them OpenAI-shaped JSON, like every other answer of the gateway.
 """
 
 from collections.abc import Generator
@@ -22,9 +26,10 @@ from typing import Any
 from mitmproxy import connection, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 
-from .errors import error_body
+from .errors import clip_for_message, error_body
 
 MAX_REQUEST_HEAD = 64 * 1024
 
@@ -72,3 +77,30 @@ def bound_request_heads() -> None:
 
     bounded.bounded_by_gomodel = True  # type: ignore[attr-defined]
     Http1Server.read_headers = bounded  # type: ignore[method-assign]
+
+
+PROTOCOL_ERROR_CODES = {
+    400: "invalid_request",
+    413: "request_too_large",
+    501: "not_implemented",
+    502: "bad_gateway",
+    504: "gateway_timeout",
+}
+
+
+def protocol_error(status: int, message: str = "") -> bytes:
+    """mitmproxy's own HTTP/1 error answer, as JSON."""
+    body = error_body(
+        status,
+        f"The proxy refused this request: {clip_for_message(message)}",
+        code=PROTOCOL_ERROR_CODES.get(status, "proxy_error"),
+    )
+    response = http.Response.make(
+        status, body, {"content-type": "application/json", "connection": "close"}
+    )
+    return http1.assemble_response(response)
+
+
+def json_protocol_errors() -> None:
+    """Patch mitmproxy's HTTP/1 error answers once per process (idempotent)."""
+    _http1.make_error_response = protocol_error
