@@ -1008,15 +1008,16 @@ def check_targets(
     )
     growth = table.get("50 MB stream RSS growth MiB", {}).get("gomodel")
     checks.append(("50 MB stream: RSS growth < 10 MiB", growth, lambda g: g < 10))
-    for team in TEAM_ROWS:
-        throughput = ratios.get("chat c=10 req/s", {}).get(f"{team}/gomodel")
-        checks.append(
-            (
-                f"non-streamed calls, 10 connections: {team}/gomodel throughput >= 0.9",
-                throughput,
-                lambda r: r >= 0.9,
-            )
+    # Issue 13: the ledger and limits cost at most 10% of the throughput at 10 clients (the
+    # Redis round trip is reported in its own row, beside it).
+    throughput = ratios.get("chat c=10 req/s", {}).get("keys/gomodel")
+    checks.append(
+        (
+            "non-streamed calls, 10 connections: keys/gomodel throughput >= 0.9",
+            throughput,
+            lambda r: r >= 0.9,
         )
+    )
     return [
         {
             "target": name,
