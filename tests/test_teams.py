@@ -106,6 +106,9 @@ def test_a_key_calls_only_its_models_and_lists_only_them(
     assert [m.id for m in ci.models.list().data] == ["xai.grok-4", "gpt-4o-mini"]
     with pytest.raises(openai.PermissionDeniedError):
         ci.models.retrieve("openai.gpt-oss-120b")
+    with pytest.raises(openai.NotFoundError) as unknown:
+        ci.chat.completions.create(model="no.such-model", messages=HELLO)
+    assert "available: xai.grok-4, gpt-4o-mini)" in unknown.value.message  # its models only
     admin = openai_client(teams, MASTER_KEY)
     assert {m.id for m in admin.models.list().data} == {
         "xai.grok-4",

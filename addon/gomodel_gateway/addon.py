@@ -378,7 +378,12 @@ class GoModel:
                 runtime.inventory, runtime.affinity, call.method, request.resource, content
             )
         ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
-        planned = route(runtime.inventory, request, content, ask_usage)
+        inventory = runtime.inventory
+
+        def visible(model_id: str) -> bool:  # what a 404 may list to this key
+            return key.allows(*local.names_for_key(inventory, model_id))
+
+        planned = route(inventory, request, content, ask_usage, visible)
         if planned.endpoint is Endpoint.RESPONSES:
             planned = follow_owner(planned, runtime.affinity, content)
         return planned

@@ -6,7 +6,7 @@ gets; nothing from the body reaches the upstream URL or headers without passing 
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -229,8 +229,11 @@ def _stream_flag(document: dict[str, Any]) -> bool:
     return stream
 
 
-def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
-    """The providers for a model id or alias, preferred first; a pinned id names exactly one."""
+def resolve_model(
+    inventory: Inventory, model: str, visible: Callable[[str], bool] = lambda _: True
+) -> tuple[Target, ...]:
+    """The providers for a model id or alias, preferred first; a pinned id names exactly one.
+    An unknown name's 404 lists the models the caller may see (`visible`)."""
     if candidates := inventory.find(model):
         return candidates
     echoed = clip_for_message(model)
@@ -268,7 +271,7 @@ def resolve_model(inventory: Inventory, model: str) -> tuple[Target, ...]:
             param="model",
             code="model_not_found",
         )
-    listed = [m.id for m in inventory.listing]
+    listed = [m.id for m in inventory.listing if visible(m.id)]
     shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
     if looks_like_oracle_model(model):
         advice = f"To use it, {HOW_TO_ADD_MODELS}."
@@ -346,7 +349,13 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
         )
 
 
-def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool = False) -> Route:
+def route(
+    inventory: Inventory,
+    request: Request,
+    body: bytes,
+    ask_usage: bool = False,
+    visible: Callable[[str], bool] = lambda _: True,
+) -> Route:
     """Validate a chat/responses body and choose its provider and upstream model id.
 
     With `ask_usage`, a chat stream whose client did not ask for the final usage chunk gets it
@@ -356,7 +365,7 @@ def route(inventory: Inventory, request: Request, body: bytes, ask_usage: bool =
     model = _requested_model(document)
     stream = _stream_flag(document)
     _check_inputs(request.endpoint, document)
-    candidates = resolve_model(inventory, model)
+    candidates = resolve_model(inventory, model, visible)
     options = document.get("stream_options")
     usage_added = (
         ask_usage
