@@ -74,12 +74,12 @@ from .sse import usage_tokens
 from .upstream import (
     CLIENT_CREDENTIAL_HEADERS,
     FRAMING,
-    PROJECT_HEADER,
     REDACTED,
     check_forwarded_headers,
     is_returned,
     shown_headers,
     upstream_location,
+    without_project,
 )
 from .workarounds import close_leftover_socket
 
@@ -304,11 +304,7 @@ class GoModel:
             key = call.key
             assert key is not None  # admitted
             if not key.admin:  # the Oracle project is the provider's, not a client key's choice
-                call.client_headers = [
-                    (name, value)
-                    for name, value in call.client_headers
-                    if name.lower() != PROJECT_HEADER
-                ]
+                call.client_headers = without_project(call.client_headers)
             planned = await self.plan(call, call.request, content, key)
             call.requested_model = planned.requested_model
             await self.check_key(call, key, planned)

@@ -116,3 +116,8 @@ def returned_headers(upstream_headers: Iterable[tuple[str, str]]) -> list[tuple[
     return [
         (k, v) for k, v in upstream_headers if is_returned(k) and not INVALID_IN_VALUE.search(v)
     ]
+
+
+def without_project(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A client's headers less its OpenAI-Project: the provider's configured project is sent."""
+    return [(name, value) for name, value in headers if name.lower() != PROJECT_HEADER]
