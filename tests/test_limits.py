@@ -171,6 +171,8 @@ def test_refusals_are_openai_style_429s_with_retry_after(refusal, code, error_ty
     assert (error.status, error.code) == (429, code)
     assert json.loads(error.body())["error"]["type"] == error_type
     assert dict(error.headers)["retry-after"] == "13"
+    should_retry = dict(error.headers).get("x-should-retry")
+    assert should_retry == ("false" if code == "insufficient_quota" else None)
     assert "'ci'" in error.message
 
 

@@ -390,3 +390,23 @@ def test_gateways_sharing_a_ledger_find_each_others_ids(
         second.stop()
     assert fetched.id == created.id
     assert received(frankfurt)[-1] == ("GET", f"/openai/v1/responses/{created.id}")
+
+
+def test_a_client_keys_listing_pages_through_its_own_items_only(
+    tmp_path: Path, simulators, shared_ca: Path
+) -> None:
+    gateway = start_keyed(tmp_path, simulators, shared_ca)
+    try:
+        alpha, beta = openai_client(gateway, "gm-alpha-7e2"), openai_client(gateway, "gm-beta-90d")
+        mine = [alpha.files.create(file=(f"a{n}", b"a"), purpose="user_data").id for n in range(3)]
+        theirs = [beta.files.create(file=(f"b{n}", b"b"), purpose="user_data").id for n in range(2)]
+
+        paged = [f.id for f in alpha.files.list(limit=1)]  # the SDK's auto-pager, page by page
+        page = alpha.files.list(limit=2)
+        other = beta.files.list()
+    finally:
+        gateway.stop()
+    assert sorted(paged) == sorted(mine)
+    assert len(page.data) == 2 and page.has_more
+    ids = {other.first_id, other.last_id, *(f.id for f in other.data)}  # type: ignore[attr-defined]
+    assert ids <= set(theirs)  # never another key's id, not even as a page bound

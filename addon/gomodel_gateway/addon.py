@@ -51,6 +51,7 @@ from .lifecycle import Runtime
 from .limits import estimate_tokens, limit_error
 from .relay import REFUSAL_PATH
 from .resource_routing import (
+    MAX_PAGES,
     check_body,
     check_owner,
     created,
@@ -58,7 +59,10 @@ from .resource_routing import (
     follow_owner,
     ids_named,
     is_listing,
-    keep_owned,
+    listing_limit,
+    next_page_query,
+    owned_items,
+    owned_page,
     route_resource,
 )
 from .routing import (
@@ -328,8 +332,8 @@ class GoModel:
             return
         call.answered(reply.target, reply.status, reply.request_id)
         body = reply.body
-        if key and is_listing(call.request) and 200 <= reply.status < 300:
-            body = keep_owned(body, key, runtime.affinity)
+        if not key.admin and is_listing(call.request) and 200 <= reply.status < 300:
+            body = await self.owned_listing(call, key, reply.body)
         call.response_body = body
         flow.response = http.Response.make(reply.status, body, wire_headers(reply.headers))
         call.first_byte = time.monotonic()
@@ -342,6 +346,36 @@ class GoModel:
             self.learn(call, document)
         self.show_upstream(flow, call)
         self.finish(flow, call)
+
+    async def owned_listing(self, call: Call, key: ClientKey, first_body: bytes) -> bytes:
+        """A listing as a client key may see it: only the items created with it, a full page
+        of them when Oracle has more (read page after page, at most MAX_PAGES)."""
+        planned, affinity = call.route, self.runtime.affinity
+        assert planned is not None
+        first = parse_json(first_body)
+        kept = owned_items(first, key, affinity)
+        if first is None or kept is None:
+            return first_body
+        limit, document = listing_limit(planned.query), first
+        more = bool(first.get("has_more"))
+        for _ in range(MAX_PAGES - 1):
+            data = document.get("data") or []
+            last = data[-1] if data else None
+            after = last.get("id") if isinstance(last, dict) else None
+            if len(kept) > limit or not more or not isinstance(after, str):
+                break
+            page = dataclasses.replace(planned, query=next_page_query(planned.query, after))
+            try:
+                reply = await self.runtime.transport.send(page, call.client_headers, call.attempts)
+            except GatewayError:
+                break  # what was read is answered; has_more says there is more
+            next_document = parse_json(reply.body) if 200 <= reply.status < 300 else None
+            items = owned_items(next_document, key, affinity)
+            if next_document is None or items is None:
+                break
+            document, more = next_document, bool(next_document.get("has_more"))
+            kept += items
+        return owned_page(first, kept, limit, more)
 
     async def check_key(self, call: Call, key: ClientKey, planned: Route) -> None:
         """A client key's models (when the call names one: a stored resource's does not) and

@@ -179,14 +179,14 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
     assert verdict.refusal is not None
     retry = max(1, math.ceil(verdict.retry_after))
     headers = (("retry-after", str(retry)),)
-    if verdict.refusal is Refusal.TOKENS_PER_DAY:
+    if verdict.refusal is Refusal.TOKENS_PER_DAY:  # hours away: SDKs should not wait for it
         return GatewayError(
             429,
             f"The key {key_name!r} has used its budget of {limits.tokens_per_day} tokens for "
             f"today (UTC); it is fresh again in {retry} s, at 00:00 UTC.",
             code="insufficient_quota",
             type="insufficient_quota",
-            headers=headers,
+            headers=(*headers, ("x-should-retry", "false")),
         )
     limit = getattr(limits, verdict.refusal.value)
     unit = "requests" if verdict.refusal is Refusal.REQUESTS_PER_MINUTE else "tokens"

@@ -16,6 +16,7 @@ Pure: the addon passes the inventory and the store in.
 import dataclasses
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from . import safejson
 from .affinity import AffinityStore
@@ -164,8 +165,8 @@ def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None
         if owner is None or owner.key != key.name:
             raise GatewayError(
                 404,
-                f"No stored resource {clip_for_message(resource_id)} was created with the key "
-                f"{key.name!r}.",
+                f"No stored resource {clip_for_message(resource_id)} is known for the key "
+                f"{key.name!r} (ids created with another key, or deleted, are not).",
                 code="resource_not_found",
             )
 
@@ -175,25 +176,48 @@ def is_listing(request: Request) -> bool:
     return resource is not None and resource.owner_id is None and resource.operation.method == "GET"
 
 
-def keep_owned(body: bytes, key: ClientKey, affinity: AffinityStore) -> bytes:
-    """A listing as a client key may see it: the items created with that key."""
-    try:
-        document = safejson.loads(body)
-    except ValueError:
-        return body
-    if key.admin or not isinstance(document, dict) or not isinstance(document.get("data"), list):
-        return body
+DEFAULT_PAGE = 20  # OpenAI's default `limit` for listings
+MAX_PAGES = 10  # upstream pages read to fill one client key's page
+
+
+def listing_limit(query: str) -> int:
+    """The page size a listing asked for (1-100), else the default."""
+    value = dict(parse_qsl(query)).get("limit", "")
+    return min(max(int(value), 1), 100) if value.isdigit() else DEFAULT_PAGE
+
+
+def next_page_query(query: str, after: str) -> str:
+    """The same listing, the page after `after`, as large as Oracle allows (fewer round trips
+    when most items are another key's)."""
+    params = [(k, v) for k, v in parse_qsl(query) if k not in ("after", "limit")]
+    return urlencode([*params, ("after", after), ("limit", "100")])
+
+
+def owned_items(document: Any, key: ClientKey, affinity: AffinityStore) -> list[Any] | None:
+    """A listing page's items created with `key`; None when the answer is no listing."""
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return None
 
     def owned(item: Any) -> bool:
-        owner = (
-            affinity.owner(item.get("id"))
-            if isinstance(item, dict) and is_id(item.get("id"))
-            else None
-        )
+        identifier = item.get("id") if isinstance(item, dict) else None
+        owner = affinity.owner(identifier) if is_id(identifier) else None
         return owner is not None and owner.key == key.name
 
-    document["data"] = [item for item in document["data"] if owned(item)]
-    return json.dumps(document).encode()
+    return [item for item in document["data"] if owned(item)]
+
+
+def owned_page(first: dict[str, Any], kept: list[Any], limit: int, more: bool) -> bytes:
+    """A client key's page: its items only, with the ids and `has_more` they imply (never
+    another key's ids)."""
+    data = kept[:limit]
+    page = {
+        **first,
+        "data": data,
+        "first_id": data[0].get("id") if data else None,
+        "last_id": data[-1].get("id") if data else None,
+        "has_more": more or len(kept) > limit,
+    }
+    return json.dumps(page).encode()
 
 
 def check_body(operation: Operation, content_type: str, body: bytes) -> None:
