@@ -303,6 +303,10 @@ class GoModel:
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), runtime.settings.max_body_size)
+            if resource := call.request.resource:  # an upload is multipart, the rest JSON
+                check_body(
+                    resource.operation, flow.request.headers.get("content-type", ""), content
+                )
             call.client_headers = list(flow.request.headers.items(multi=True))
             check_forwarded_headers(call.client_headers)
             key = call.key
@@ -402,8 +406,6 @@ class GoModel:
         await self.recall(named)
         check_owner(key, runtime.affinity, named)
         if request.resource is not None:
-            content_type = call_header(call, "content-type")
-            check_body(request.resource.operation, content_type, content)
             return route_resource(
                 runtime.inventory, runtime.affinity, call.method, request.resource, content
             )
@@ -709,8 +711,3 @@ def parse_json(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
-
-
-def call_header(call: Call, name: str) -> str:
-    """A header of the client's request, as the call keeps them ("" when absent)."""
-    return next((value for key, value in call.client_headers if key.lower() == name), "")

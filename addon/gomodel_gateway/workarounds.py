@@ -48,17 +48,22 @@ def close_leftover_socket(
     return True
 
 
+def closing_answer(status: int, message: str, code: str) -> bytes:
+    """An OpenAI-shaped error as raw HTTP/1 bytes, the connection closed after it."""
+    body = error_body(status, message, code=code)
+    response = http.Response.make(
+        status, body, {"content-type": "application/json", "connection": "close"}
+    )
+    return http1.assemble_response(response)
+
+
 def head_too_large() -> bytes:
-    body = error_body(
+    return closing_answer(
         431,
         f"The request head is larger than {MAX_REQUEST_HEAD // 1024} KiB; the gateway accepts "
         "no more of it.",
-        code="request_header_too_large",
+        "request_header_too_large",
     )
-    response = http.Response.make(
-        431, body, {"content-type": "application/json", "connection": "close"}
-    )
-    return http1.assemble_response(response)
 
 
 def bound_request_heads() -> None:
@@ -90,15 +95,11 @@ PROTOCOL_ERROR_CODES = {
 
 def protocol_error(status: int, message: str = "") -> bytes:
     """mitmproxy's own HTTP/1 error answer, as JSON."""
-    body = error_body(
+    return closing_answer(
         status,
         f"The proxy refused this request: {clip_for_message(message)}",
-        code=PROTOCOL_ERROR_CODES.get(status, "proxy_error"),
+        PROTOCOL_ERROR_CODES.get(status, "proxy_error"),
     )
-    response = http.Response.make(
-        status, body, {"content-type": "application/json", "connection": "close"}
-    )
-    return http1.assemble_response(response)
 
 
 def json_protocol_errors() -> None:
