@@ -51,11 +51,16 @@ def scrape(gateway: Gateway, *headers: str) -> tuple[int, dict[tuple, float]]:
     text, _, status = output.stdout.rpartition("\n")
     if status != "200":
         return int(status), {}
+    return 200, parse_samples(text)
+
+
+def parse_samples(text: str) -> dict[tuple, float]:
+    """A Prometheus exposition as {(name, sorted labels): value}, for `value`."""
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return 200, samples
+    return samples
 
 
 def value(samples: dict, name: str, **labels: str) -> float:

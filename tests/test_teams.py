@@ -17,8 +17,8 @@ import pytest
 import redis
 from conftest import openai_client
 from processes import Gateway, Process, Simulator, clean_env, free_port, spawn, start_gateway
-from prometheus_client.parser import text_string_to_metric_families
 from test_exposure import rss_kib
+from test_observability import parse_samples, value
 
 MASTER_KEY = "gm-admin-key-5d1e"
 CI_KEY = "gm-ci-key-8b20"
@@ -81,11 +81,7 @@ def metrics(gateway: Gateway) -> str:
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return found.value
-    return 0.0
+    return value(parse_samples(text), name, **labels)
 
 
 def test_a_key_calls_only_its_models_and_lists_only_them(
