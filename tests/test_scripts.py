@@ -28,6 +28,15 @@ def test_demo_runs_the_three_calls_and_a_stream_then_exits_0() -> None:
     assert "sk-demo-oracle-key" not in result.stdout
 
 
+def test_demo_for_openai_apps_answers_an_openai_name_from_the_aliased_oracle_model() -> None:
+    result = run(str(SCRIPTS / "demo.py"), "--openai-app")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "answered by openai.gpt-oss-120b" in result.stdout
+    assert "requested=gpt-4o-mini" in result.stdout
+    assert "demo succeeded" in result.stdout
+
+
 def test_verify_works_through_https_proxy(gateway: Gateway, chicago: Simulator) -> None:
     result = run(
         str(SCRIPTS / "verify.py"),
