@@ -219,6 +219,19 @@ def test_a_key_given_twice_in_a_client_body_is_a_400_naming_it(body: bytes, key:
     assert f"key {key!r} twice" in caught.value.message
 
 
+@pytest.mark.parametrize("twin", ["Model", "MODEL", "mOdEl"])
+def test_a_case_variant_of_model_is_a_400(twin: str) -> None:
+    body = json.dumps({"model": "m.a", twin: "m.eu", "messages": []}).encode()
+    with pytest.raises(GatewayError) as caught:
+        route(INVENTORY, CHAT, body)
+    assert (caught.value.status, caught.value.code, caught.value.param) == (
+        400,
+        "invalid_json",
+        "model",
+    )
+    assert repr(twin) in caught.value.message
+
+
 def test_a_huge_duplicate_key_is_clipped_in_the_400() -> None:
     key = "k" * 1_000_000
     body = json.dumps({"model": "m.a", "messages": []})[:-1] + f', "{key}": 1, "{key}": 2}}'

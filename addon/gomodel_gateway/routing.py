@@ -192,6 +192,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _requested_model(document: dict[str, Any]) -> str:
+    if twin := next((key for key in document if key != "model" and key.lower() == "model"), None):
+        # The gateway routes on "model"; a parser that ignores case could read this one.
+        raise GatewayError(
+            400,
+            f"Request body has {clip_for_message(twin)} beside 'model'; send only 'model'.",
+            param="model",
+            code="invalid_json",
+        )
     model = document.get("model")
     if model is None:
         raise GatewayError(
