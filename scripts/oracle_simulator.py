@@ -33,7 +33,8 @@ of the body's bytes, for checking that a body arrived unchanged), POST /_sim/res
 and restores the start settings, POST /_sim/settings changes them: list_models, models,
 chunk_delay, stream_bytes (pads chat text streams to about that size), faults for generation
 calls (fail: statuses for the next requests, header_delay: seconds before answering, cut_after:
-events before a stream's connection is dropped), and redirects: a 302 to the given URL for the
+events before a stream's connection is dropped, tail_delay: seconds between a stream's last
+event and its end, as a server slow to close), and redirects: a 302 to the given URL for the
 given endpoints, before any key check ({"models": url, "responses": url, "chat/completions":
 url}), as a misconfigured or hostile server in between would answer; and
 headers: extra [name, value] pairs on every answer.
@@ -104,6 +105,7 @@ class Simulator:
             "fail": [],  # statuses for the next generation requests, one each
             "header_delay": 0.0,  # seconds before a generation answer starts
             "cut_after": None,  # drop streams' connections after this many events
+            "tail_delay": 0.0,  # seconds between a stream's last event and its end
             "stream_bytes": 0,  # pad chat streams with filler deltas to about this size
             "headers": [],  # [name, value] pairs added to every answer, sent as UTF-8
             "redirects": {},  # endpoint (e.g. "models") -> URL it answers a 302 to
@@ -306,6 +308,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.send_chunk(event)
             digest.update(event)
+        if tail_delay := settings["tail_delay"]:
+            time.sleep(tail_delay)
         self.send_chunk(b"")
         # What a client must have received, byte for byte (the load test checks it).
         self.entry["response_sha256"] = digest.hexdigest()

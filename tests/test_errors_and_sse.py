@@ -500,3 +500,20 @@ def test_events_after_text_are_still_read_for_what_they_may_change(
     summary = StreamSummary()
     summary.feed(TEXT_EVENT + b"data: " + late_event + b"\n\n")
     assert getattr(summary, field) == value
+
+
+@pytest.mark.parametrize(
+    ("events", "done"),
+    [
+        ([{"type": "response.created", "sequence_number": 0}], False),
+        ([{"type": "response.output_text.delta", "delta": "hi", "sequence_number": 1}], False),
+        ([{"type": "response.completed", "sequence_number": 2, "response": {}}], True),
+        ([{"type": "response.incomplete", "sequence_number": 2, "response": {}}], True),
+        ([{"type": "response.failed", "sequence_number": 2, "response": {}}], True),
+    ],
+)
+def test_a_responses_stream_is_done_at_its_final_event(events: list[dict], done: bool) -> None:
+    summary = StreamSummary()
+    summary.feed(sse({"type": "response.output_text.delta", "delta": "x", "sequence_number": 0}))
+    summary.feed(sse(*events))
+    assert summary.done is done

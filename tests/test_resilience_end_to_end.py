@@ -2,6 +2,7 @@
 (its own retries off): retries, failover, timeouts, circuit breakers and broken streams."""
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -183,3 +184,48 @@ def test_a_client_leaving_midstream_is_logged_without_a_traceback(
         time.sleep(0.1)
     assert "ended early: Client disconnected" in regions.log()
     assert "Traceback" not in regions.log()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "last_event"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "xai.grok-4", "messages": HELLO, "stream": True},
+            b"data: [DONE]",
+        ),
+        (
+            "/v1/responses",
+            {"model": "xai.grok-4", "input": "hi", "stream": True},
+            b"response.completed",
+        ),
+    ],
+)
+def test_a_client_closing_right_after_the_last_event_got_a_whole_answer(
+    regions, chicago: Simulator, path: str, body: dict, last_event: bytes
+) -> None:
+    """As llm does: it closes the moment it has read the last event, while Oracle has not yet
+    ended the stream."""
+    chicago.configure(tail_delay=1.0)
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: gomodel.local\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    received = b""
+    with socket.create_connection(("127.0.0.1", regions.port), timeout=10) as connection:
+        connection.sendall(head + payload)
+        while last_event not in received:
+            chunk = connection.recv(65536)
+            assert chunk, received
+            received += chunk
+    deadline = time.monotonic() + 5
+    while f"POST {path} stream" not in regions.log():
+        assert time.monotonic() < deadline, regions.log()
+        time.sleep(0.05)
+    time.sleep(1.5)  # until Oracle's stream has ended too
+
+    [line] = [line for line in regions.log().splitlines() if f"POST {path} stream" in line]
+    assert " 200 " in line and "client closed after the last event" in line, line
+    assert "ended early" not in regions.log()
+    assert "the client left a stream" not in regions.log()

@@ -530,6 +530,11 @@ class GoModel:
         self.show_upstream(flow, call)
         if call.kept and flow.response:
             flow.response.content = call.kept.content()
+        if flow.error and call.stream and call.stream.done:
+            # A client may close as soon as it reads the last event, before mitmproxy has read
+            # the end of the stream: it got the whole answer.
+            self.finish(flow, call, "client closed after the last event")
+            return
         call.error = "client_gone" if flow.error else "ended_early"
         self.finish(flow, call, f"ended early: {flow.error.msg if flow.error else '-'}")
 

@@ -146,7 +146,8 @@ class StreamRelay:
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError) as gone:
             # The client left; mitmproxy reports the flow's end.
-            logger.info("gomodel: the client left a stream from %s", reply.target.provider.name)
+            if not (call.stream and call.stream.done):
+                logger.info("gomodel: the client left a stream from %s", reply.target.provider.name)
             if isinstance(gone, asyncio.CancelledError):
                 raise
         finally:

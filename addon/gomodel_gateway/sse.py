@@ -13,6 +13,8 @@ from . import safejson
 DONE = "[DONE]"
 # Responses API events carrying the answer's visible output, as text or as a tool call.
 OUTPUT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
+# The Responses API's last event (its streams send no [DONE]).
+FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 # Once text was seen, an event can change a StreamSummary only by naming one of these keys, or
 # the finish reason or status that cut_short looks for. JSON spells them as they are unless it
 # escapes them (\u), so an event holding none of these needs no parsing.
@@ -98,7 +100,7 @@ class StreamSummary:
     """What a chat or responses stream carried, for the log line at its end."""
 
     events: int = 0
-    done: bool = False
+    done: bool = False  # the last event passed: chat's [DONE], or a FINAL_EVENTS event
     usage: dict[str, Any] | None = None
     error: str | None = None
     text_seen: bool = False  # visible output: text, or a tool call's arguments
@@ -140,8 +142,11 @@ class StreamSummary:
                     self.text_seen = True
                 if choice.get("finish_reason") == "length":
                     self.cut_short = True
-        if payload.get("type") in OUTPUT_DELTAS and payload.get("delta"):
+        kind = payload.get("type")
+        if kind in OUTPUT_DELTAS and payload.get("delta"):
             self.text_seen = True
+        elif kind in FINAL_EVENTS:
+            self.done = True
         sequence = payload.get("sequence_number")
         if isinstance(sequence, int) and not isinstance(sequence, bool):
             self.last_sequence_number = sequence
