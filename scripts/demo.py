@@ -50,7 +50,13 @@ def main() -> int:
         options = []
         if args.openai_app:
             env["GOMODEL_ALIASES"] = OPENAI_ALIASES
-            options = ["--set", f"gomodel_hosts={OPENAI_HOSTS}"]
+            # Closed: whatever else such an app calls does not leave the machine through it.
+            options = [
+                "--set",
+                f"gomodel_hosts={OPENAI_HOSTS}",
+                "--set",
+                "gomodel_passthrough=false",
+            ]
         gateway = start_gateway(workdir / "gateway", env, *options, ca=simulator.ca)
         banner(f"Oracle simulator at {simulator.url}; gateway (mitmdump) at {gateway.url}")
 

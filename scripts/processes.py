@@ -4,6 +4,7 @@ Each is started on a free loopback port, its output goes to a file (a full pipe 
 and `stop()` always ends it.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -54,13 +55,13 @@ class Process:
         raise RuntimeError(f"{pattern!r} did not appear; output:\n{self.text()}")
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        # SIGINT first (mitmdump's orderly stop); SIGTERM for a process started from a
+        # background job, which ignores SIGINT; then SIGKILL.
+        for stop_signal, wait in ((signal.SIGINT, 3), (signal.SIGTERM, 7), (signal.SIGKILL, None)):
+            if self.popen.poll() is None:
+                self.popen.send_signal(stop_signal)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(timeout=wait)
 
 
 def free_port() -> int:
