@@ -462,6 +462,16 @@ def test_any_bytes_in_authorization_are_a_plain_401(team_gateway: Gateway, value
     assert "Traceback" not in team_gateway.log()
 
 
+def test_a_strangers_path_cannot_drive_the_operators_terminal(team_gateway: Gateway) -> None:
+    raw = b"GET /v1/x\x1b[2K\x1b]0;pwned\x07 HTTP/1.1\r\nHost: gomodel.local\r\n\r\n"
+    status, _ = status_and_json(exchange(team_gateway.port, raw))
+
+    assert status == 401
+    [line] = [line for line in team_gateway.log().splitlines() if "invalid_api_key GET" in line]
+    assert "GET /v1/x\\u001b[2K\\u001b]0;pwned\\u0007 " in line
+    assert "\x1b" not in team_gateway.log() and "\x07" not in team_gateway.log()
+
+
 # -- reloads never open ---------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from gomodel_gateway.accesslog import AccessLog, AccessRecord
 from gomodel_gateway.addon import GoModel
 from gomodel_gateway.config import ConfigError, load_config, parse_size
 from gomodel_gateway.errors import GatewayError
@@ -227,3 +228,27 @@ def test_listening_beyond_loopback_without_a_master_key_warns(
 
     asyncio.run(start())
     assert "listening on 0.0.0.0 without a gateway key" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v1/x\x1b[1A\x1b[2K\x1b]0;pwned\x07", "/v1/x\\u001b[1A\\u001b[2K\\u001b]0;pwned\\u0007"),
+        ("/v1/\u202eevil", "/v1/\\u202eevil"),  # a bidi override would reorder the line
+        ("/v1/a\rb\nc", "/v1/a\\u000db\\u000ac"),
+        ("/v1/modèles/日本", "/v1/modèles/日本"),  # printable text stays as it is
+    ],
+)
+def test_a_text_access_log_line_escapes_what_a_terminal_would_obey(
+    tmp_path: Path, path: str, logged: str
+) -> None:
+    sink = tmp_path / "access.log"
+    AccessLog("text", sink).write(AccessRecord("GET", path, 401, 0.001, error="invalid_api_key"))
+    assert sink.read_text(encoding="utf-8") == (
+        f"gomodel request 401 invalid_api_key GET {logged} opc-request-id=-\n"
+    )
+
+
+def test_a_long_path_is_cut_in_the_access_log() -> None:
+    line = AccessRecord("GET", "/v1/" + "a" * 60_000, 401, 0.001).text()
+    assert len(line) < 1200 and "...[60004 characters]" in line

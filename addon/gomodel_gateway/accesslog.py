@@ -15,6 +15,7 @@ logger = logging.getLogger("gomodel")
 
 LogFormat = Literal["text", "json"]
 MAX_LOGGED_BODY = 4000
+MAX_LOGGED_PATH = 1000  # a client's path; its request head may hold 64 KiB
 
 
 @dataclass
@@ -67,7 +68,10 @@ class AccessRecord:
         return " | ".join(parts)
 
     def text(self) -> str:
-        parts = [self.summary(), f"{self.method} {self.path}"]
+        path = self.path
+        if len(path) > MAX_LOGGED_PATH:
+            path = f"{path[:MAX_LOGGED_PATH]}...[{len(path)} characters]"
+        parts = [self.summary(), f"{self.method} {path}"]
         if self.requested_model and self.requested_model != self.model:
             parts.append(f"requested={self.requested_model}")
         if self.stream:
@@ -92,6 +96,14 @@ class AccessRecord:
         return json.dumps({k: v for k, v in record.items() if v not in (None, [], "")})
 
 
+def printable(line: str) -> str:
+    """A text line with what a terminal would obey (escape sequences, a bell, bidi overrides,
+    line breaks) escaped: a client's path is on it, read by an operator's terminal."""
+    if line.isprintable():
+        return line
+    return "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in line)
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -108,7 +120,7 @@ class AccessLog:
         self.lock = threading.Lock()
 
     def write(self, record: AccessRecord) -> None:
-        line = record.json() if self.format == "json" else record.text()
+        line = record.json() if self.format == "json" else printable(record.text())
         if self.path is None:
             (logger.warning if record.warning else logger.info)(line)
             return
