@@ -15,7 +15,6 @@ logger = logging.getLogger("gomodel")
 
 LogFormat = Literal["text", "json"]
 MAX_LOGGED_BODY = 4000
-MAX_LOGGED_PATH = 1000  # a client's path; its request head may hold 64 KiB
 
 
 @dataclass
@@ -68,10 +67,7 @@ class AccessRecord:
         return " | ".join(parts)
 
     def text(self) -> str:
-        path = self.path
-        if len(path) > MAX_LOGGED_PATH:
-            path = f"{path[:MAX_LOGGED_PATH]}...[{len(path)} characters]"
-        parts = [self.summary(), f"{self.method} {path}"]
+        parts = [self.summary(), f"{self.method} {self.path}"]
         if self.requested_model and self.requested_model != self.model:
             parts.append(f"requested={self.requested_model}")
         if self.stream:
