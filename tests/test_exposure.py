@@ -6,6 +6,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,95 @@ def test_refused_uploads_keep_memory_and_descriptors_flat(team_gateway: Gateway)
     assert max(accepted) < CUT_OFF
     assert open_fds(team_gateway) <= fds + 2
     assert rss_kib(team_gateway) - rss < 20 * 1024
+
+
+# -- connections that carry no request ------------------------------------------------------------
+
+
+@pytest.fixture
+def impatient_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
+    """A shared gateway that lets a connection idle for one second."""
+    gateway = start_gateway(
+        tmp_path,
+        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER),
+        "--set",
+        "gomodel_idle_timeout=1",
+        ca=chicago.ca,
+    )
+    yield gateway
+    gateway.stop()
+
+
+def health_check(connection: socket.socket) -> bytes:
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: gomodel.local\r\n\r\n")
+    answer = b""
+    while not answer_complete(answer):
+        answer += connection.recv(65536)
+    return answer
+
+
+def closed_by_the_proxy(connection: socket.socket, within: float) -> bool:
+    connection.settimeout(within)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_connections_that_carry_no_request_are_closed(impatient_gateway: Gateway) -> None:
+    """What a stranger holds open: unfinished heads, nothing at all, an idle keep-alive."""
+    port, fds = impatient_gateway.port, open_fds(impatient_gateway)
+    unfinished = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 60_000
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
+    for connection in held[:50]:
+        connection.sendall(unfinished)
+    assert health_check(held[-1]).startswith(b"HTTP/1.1 200")  # then idle, kept alive
+
+    started = time.monotonic()
+    closed = [closed_by_the_proxy(connection, within=5) for connection in held]
+    waited = time.monotonic() - started
+    for connection in held:
+        connection.close()
+
+    assert all(closed) and waited < 5
+    time.sleep(0.5)
+    assert open_fds(impatient_gateway) <= fds + 2
+    request = urllib.request.Request(
+        f"{impatient_gateway.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert "gomodel_idle_connections_closed_total 60.0" in answer.read().decode()
+
+
+def test_requests_in_progress_and_busy_connections_are_never_cut(
+    impatient_gateway: Gateway, chicago: Simulator
+) -> None:
+    chicago.configure(chunk_delay=0.25)  # a stream of about three seconds
+    client = openai_client(impatient_gateway, MASTER)
+    stream = client.chat.completions.create(
+        model="xai.grok-4", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert len(list(stream)) > 10
+    with socket.create_connection(("127.0.0.1", impatient_gateway.port)) as connection:
+        for _ in range(5):  # one request every 0.6 s on one connection: 3 s in all
+            assert health_check(connection).startswith(b"HTTP/1.1 200")
+            time.sleep(0.6)
+
+
+def test_a_private_gateway_leaves_idle_connections_open(tmp_path: Path, chicago: Simulator) -> None:
+    """Pass-through open (loopback, no key): other hosts' tunnels and WebSockets may idle."""
+    gateway = start_gateway(
+        tmp_path, chicago.oracle_env("xai.grok-4"), "--set", "gomodel_idle_timeout=1"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
+            assert not closed_by_the_proxy(connection, within=2.5)
+    finally:
+        gateway.stop()
 
 
 # -- closed to other hosts ------------------------------------------------------------------------

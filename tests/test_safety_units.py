@@ -247,4 +247,3 @@ def test_a_text_access_log_line_escapes_what_a_terminal_would_obey(
     assert sink.read_text(encoding="utf-8") == (
         f"gomodel request 401 invalid_api_key GET {logged} opc-request-id=-\n"
     )
-

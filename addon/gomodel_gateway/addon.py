@@ -46,6 +46,7 @@ from .exposure import (
     preflight_headers,
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
+from .idle import IdleConnections
 from .keys import REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
 from .lifecycle import Runtime
 from .limits import estimate_tokens, limit_error
@@ -85,7 +86,7 @@ from .upstream import (
     upstream_location,
     without_project,
 )
-from .workarounds import close_leftover_socket
+from .workarounds import close_socket
 
 logger = logging.getLogger("gomodel")
 
@@ -151,6 +152,7 @@ class GoModel:
         self.runtime = Runtime()
         self.addons = [self.runtime]
         self.calls: weakref.WeakKeyDictionary[http.HTTPFlow, Call] = weakref.WeakKeyDictionary()
+        self.idle = IdleConnections(self.idle_timeout, self.close_client)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -158,12 +160,14 @@ class GoModel:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT elsewhere is refused while pass-through is closed, before any tunnel."""
         if self.runtime.exposure.open or self.is_for_gateway(flow):
+            self.idle.tunnel_opened(flow.client_conn.id)
             return
         target = f"{flow.request.host}:{flow.request.port}"
         self.refuse(flow, self.start(flow), passthrough_refused(target))
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.idle.request_started(flow.client_conn.id, flow.id)
         if flow.response:
             return
         request, runtime = flow.request, self.runtime
@@ -501,6 +505,7 @@ class GoModel:
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
+        self.idle.request_ended(flow.client_conn.id, flow.id)
         call = self.calls.get(flow)
         if call is None or flow.response is None or call.finished:
             return
@@ -522,6 +527,7 @@ class GoModel:
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
+        self.idle.request_ended(flow.client_conn.id, flow.id)
         call = self.calls.get(flow)
         if call is None or call.finished:
             return
@@ -579,14 +585,27 @@ class GoModel:
 
     # -- connections ---------------------------------------------------------------------------
 
+    def client_connected(self, client: connection.Client) -> None:
+        self.idle.opened(client.id)
+
     def client_disconnected(self, client: connection.Client) -> None:
-        if close_leftover_socket(ctx.master.addons.get("proxyserver"), client, client):
+        self.idle.closed(client.id)
+        if close_socket(ctx.master.addons.get("proxyserver"), client.id, client):
             logger.debug("gomodel: closed a client socket mitmproxy left open")
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
         proxyserver = ctx.master.addons.get("proxyserver")
-        if close_leftover_socket(proxyserver, data.client, data.server):
+        if close_socket(proxyserver, data.client.id, data.server):
             logger.debug("gomodel: closed a server socket mitmproxy left open")
+
+    def idle_timeout(self) -> float | None:
+        """How long a client connection may carry no request: while pass-through is closed."""
+        runtime = self.runtime
+        return None if runtime.exposure.open else runtime.settings.idle_timeout
+
+    def close_client(self, client_id: str) -> None:
+        if close_socket(ctx.master.addons.get("proxyserver"), client_id, None):
+            self.runtime.metrics.idle_closed.inc()
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Every connection mitmproxy itself opens (HTTP, raw TCP inside a tunnel, UDP): while

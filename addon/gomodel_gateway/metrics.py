@@ -37,6 +37,11 @@ class Metrics:
             ["provider", "model", "endpoint", "status"],
             registry=r,
         )
+        self.idle_closed = Counter(
+            "gomodel_idle_connections_closed",
+            "Client connections closed for carrying no request for gomodel_idle_timeout.",
+            registry=r,
+        )
         self.rejected = Counter(
             "gomodel_rejected_requests",
             "Requests the gateway refused, by error code.",

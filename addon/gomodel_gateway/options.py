@@ -16,6 +16,7 @@ from .accesslog import AccessLog, parse_bool, parse_format
 from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
+from .idle import DEFAULT_IDLE_TIMEOUT, parse_idle_timeout
 from .ledger import DEFAULT_USAGE_DB, Target, parse_target
 from .limiter import check_redis_url
 from .watch import Stamp, file_stamp
@@ -107,6 +108,13 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "the limits alone until Redis answers again.",
     ),
     (
+        "gomodel_idle_timeout",
+        "60",
+        "Seconds a client connection may stay open with no request in progress (its first "
+        "request head unfinished, or idle between requests) before the gateway closes it, while "
+        "pass-through is closed; off to keep them open. Requests in progress are never cut.",
+    ),
+    (
         "gomodel_stream_usage",
         "false",
         "true: ask Oracle for the usage of every chat stream (stream_options.include_usage), so "
@@ -142,6 +150,7 @@ class Settings:
     config_stamp: Stamp = None
     redis_url: str | None = None
     usage_db: Target | None = None
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
 
 
 def read_settings(reload: bool = False) -> Settings:
@@ -169,6 +178,7 @@ def read_settings(reload: bool = False) -> Settings:
         allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
         redis_url = parse_redis_url(ctx.options.gomodel_redis_url)
         usage_db = parse_usage_db(ctx.options.gomodel_usage_db)
+        idle_timeout = parse_idle_timeout(ctx.options.gomodel_idle_timeout)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
     log_file = ctx.options.gomodel_access_log_file
@@ -192,6 +202,7 @@ def read_settings(reload: bool = False) -> Settings:
         stamp,
         redis_url,
         usage_db,
+        idle_timeout,
     )
 
 

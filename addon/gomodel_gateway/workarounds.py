@@ -7,7 +7,7 @@ from outside.
   the handler then ends without closing the socket (proxy/server.py, `handle_connection`). The
   socket stays open until garbage collection: a client that keeps uploading hangs instead of
   seeing the connection reset, and each such connection keeps a file descriptor (one per
-  refused HTTP/2 stream, a stranger's to spend). `close_leftover_socket`, called from the
+  refused HTTP/2 stream, a stranger's to spend). `close_socket`, called from the
   `client_disconnected` and `server_disconnected` hooks (which run after the handler ended),
   releases them.
 - **Unbounded request heads.** An HTTP/1 request head is buffered until its blank line arrives,
@@ -34,12 +34,13 @@ from .errors import clip_for_message, error_body
 MAX_REQUEST_HEAD = 64 * 1024
 
 
-def close_leftover_socket(
-    proxyserver: Any, client: connection.Client, closed: connection.Connection
-) -> bool:
-    """Close the socket of a connection (the client's, or one to a server) that mitmproxy says
-    is disconnected but left open; True when it had to."""
-    handler = proxyserver.connections.get(client.id) if proxyserver else None
+def close_socket(proxyserver: Any, client_id: str, closed: connection.Connection | None) -> bool:
+    """Close the socket of a connection of client `client_id`'s (the client's own when `closed`
+    is None, or one to a server) unless it is closed already; True when it was open. mitmproxy
+    then sees the connection end as if the other side had closed it."""
+    handler = proxyserver.connections.get(client_id) if proxyserver else None
+    if handler and closed is None:
+        closed = handler.client
     io = handler.transports.get(closed) if handler else None
     writer = io.writer if io else None
     if writer is None or writer.is_closing():
