@@ -34,7 +34,7 @@ from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
 from .watch import watch_file
-from .workarounds import bound_request_heads, json_protocol_errors
+from .workarounds import acyclic_typecheck, bound_request_heads, json_protocol_errors
 
 logger = logging.getLogger("gomodel")
 
@@ -85,6 +85,7 @@ class Runtime:
         declare_options(loader)
         bound_request_heads()
         json_protocol_errors()
+        acyclic_typecheck()
         contentviews.add(GoModelContentview)
 
     def configure(self, updated: set[str]) -> None:
