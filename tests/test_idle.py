@@ -10,8 +10,8 @@ from gomodel_gateway.idle import IdleConnections, parse_idle_timeout
 @dataclass
 class Timer:
     seconds: float
-    callback: Callable[[str], None]
-    client_id: str
+    callback: Callable[..., None]
+    args: tuple[object, ...]
     cancelled: bool = False
 
     def cancel(self) -> None:
@@ -22,15 +22,15 @@ class Timer:
 class FakeLoop:
     timers: list[Timer] = field(default_factory=list)
 
-    def call_later(self, seconds: float, callback: Callable[[str], None], client_id: str) -> Timer:
-        self.timers.append(Timer(seconds, callback, client_id))
+    def call_later(self, seconds: float, callback: Callable[..., None], *args: object) -> Timer:
+        self.timers.append(Timer(seconds, callback, args))
         return self.timers[-1]
 
     def expire(self) -> None:
         """Every pending timer runs out."""
         for timer in [t for t in self.timers if not t.cancelled]:
             timer.cancelled = True
-            timer.callback(timer.client_id)
+            timer.callback(*timer.args)
 
 
 def watcher(timeout: float | None = 60.0) -> tuple[IdleConnections, FakeLoop, list[str]]:
