@@ -1,11 +1,12 @@
 """mitmproxy mended from outside (workarounds.py): the pieces that need no running proxy."""
 
 import gc
+import json
 import typing
 from collections.abc import Iterator, Sequence
 
 import pytest
-from gomodel_gateway.workarounds import acyclic_typecheck, check_type
+from gomodel_gateway.workarounds import acyclic_typecheck, check_type, protocol_error
 from mitmproxy import http
 from mitmproxy.utils import typecheck
 
@@ -81,3 +82,12 @@ def test_mitmproxys_own_check_does_leave_a_cycle() -> None:
         assert gc.collect() > 0
     finally:
         gc.enable()
+
+
+def test_mitmproxys_413_speaks_of_the_gateways_limit() -> None:
+    answer = protocol_error(413, "Request body exceeds mitmproxy's body_size_limit.")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large"
+    assert "gomodel_max_body_size" in error["message"] and "mitmproxy" not in error["message"]

@@ -105,11 +105,17 @@ PROTOCOL_ERROR_CODES = {
 }
 
 
+# mitmproxy's 413 names its own option; the gateway's size limit is gomodel_max_body_size.
+TOO_LARGE = "Request body is larger than this gateway accepts (option gomodel_max_body_size)."
+
+
 def protocol_error(status: int, message: str = "") -> bytes:
     """mitmproxy's own HTTP/1 error answer, as JSON."""
     return closing_answer(
         status,
-        f"The proxy refused this request: {clip_for_message(message)}",
+        TOO_LARGE
+        if status == 413
+        else f"The proxy refused this request: {clip_for_message(message)}",
         PROTOCOL_ERROR_CODES.get(status, "proxy_error"),
     )
 
