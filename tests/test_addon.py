@@ -13,6 +13,7 @@ from gomodel_gateway import addon as addon_module
 from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.hosts import is_gateway_request, parse_hosts
 from mitmproxy import contentviews, ctx, exceptions, http
+from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons, tflow
 
 ORACLE_KEY = "sk-oracle-unit-test-key"
@@ -367,3 +368,40 @@ def test_gateway_flows_get_the_gomodel_content_view(tmp_path: Path) -> None:
         assert other_shown.view_name != "GoModel"
 
     with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))
+
+
+def test_a_call_that_comes_in_as_the_proxy_starts_waits_until_it_has_started(
+    tmp_path: Path,
+) -> None:
+    """mitmproxy listens before the addon's running hook is done (the relay, the ledger)."""
+
+    async def main() -> None:
+        gateway = GoModel()
+        with taddons.context(gateway, proxyserver.Proxyserver()) as tctx:
+            tctx.configure(
+                gateway,
+                gomodel_config=str(
+                    write_config(tmp_path, "https://127.0.0.1:9/20231130/actions/v1")
+                ),
+                gomodel_usage_db="off",
+            )
+            relay_started, start_relay = asyncio.Event(), gateway.runtime.relay.start
+
+            async def slow_relay_start() -> None:
+                await relay_started.wait()
+                await start_relay()
+
+            gateway.runtime.relay.start = slow_relay_start  # type: ignore[method-assign]
+            starting = asyncio.create_task(gateway.runtime.running())
+            flow = gateway_flow("GET", "http://gomodel.local/v1/models")
+            call = asyncio.create_task(run_request_hooks(gateway, flow))
+            await asyncio.sleep(0.1)
+            assert not call.done() and flow.response is None
+
+            relay_started.set()
+            await asyncio.wait_for(call, 5)
+            await starting
+            await gateway.runtime.done()
+        assert flow.response is not None and flow.response.status_code == 200
+
+    asyncio.run(main())

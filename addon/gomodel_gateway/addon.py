@@ -35,7 +35,6 @@ from mitmproxy.proxy import server_hooks
 from . import local, safejson
 from .adapt import STARVED_WARNING, starved
 from .call import Call, SentRequest, charged_tokens, record, usage_row
-from .collection import Collector
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
     cors_headers,
@@ -154,10 +153,6 @@ class GoModel:
         self.addons = [self.runtime]
         self.calls: weakref.WeakKeyDictionary[http.HTTPFlow, Call] = weakref.WeakKeyDictionary()
         self.idle = IdleConnections(self.idle_timeout, self.close_client)
-        self.collector = Collector()
-
-    def running(self) -> None:
-        self.collector.freeze_startup()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -306,6 +301,8 @@ class GoModel:
         if call is None or call.request is None or flow.response:
             return
         runtime = self.runtime
+        if runtime.is_running and not runtime.ready.is_set():  # came in as the proxy started
+            await runtime.ready.wait()
         try:
             if not call.request.goes_upstream:
                 self.answer_locally(flow, call, call.request)
@@ -595,7 +592,7 @@ class GoModel:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.idle.closed(client.id)
-        self.collector.soon()
+        self.runtime.collector.soon()
         if close_socket(ctx.master.addons.get("proxyserver"), client.id, client):
             logger.debug("gomodel: closed a client socket mitmproxy left open")
 
@@ -669,7 +666,7 @@ class GoModel:
         if call.finished:
             return
         call.finished = True
-        self.collector.soon()
+        self.runtime.collector.soon()
         call.notes.extend(notes)
         if call.stream is not None:  # a streamed answer has ended: what did it create?
             self.learn(call, None)

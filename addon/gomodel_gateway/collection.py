@@ -6,7 +6,7 @@ collection, which Python runs rarely: memory grew by about twice the body of eve
 until then (17 MiB for each 8.6 MiB call). And a full collection walks every object, 60-80 ms for
 mitmproxy's hundreds of thousands: a pause of the whole proxy.
 
-So once the proxy runs, the objects of its start are frozen out of collections (`gc.freeze`),
+So once the proxy is up, the objects of its start are frozen out of collections (`gc.freeze`),
 which brings a full collection down to a few milliseconds, and one follows closed connections
 and finished calls, at most once per interval.
 """
@@ -33,6 +33,11 @@ class Collector:
         """What exists now (modules, options, the addon) is never garbage: leave it out."""
         gc.collect()
         gc.freeze()
+
+    @staticmethod
+    def thaw() -> None:
+        """The proxy stops: its objects may be collected again."""
+        gc.unfreeze()
 
     def soon(self) -> None:
         """Garbage was made (a connection closed, a call finished): collect within the

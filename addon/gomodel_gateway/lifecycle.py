@@ -19,6 +19,7 @@ from mitmproxy import contentviews, ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
 from .affinity import AffinityStore
+from .collection import Collector
 from .config import ConfigError, GatewayConfig, Provider, check_reload
 from .contentview import GoModelContentview
 from .discovery import Discovery, fetch_models
@@ -70,6 +71,11 @@ class Runtime:
         self.affinity = AffinityStore(time.monotonic)
         self.ledger: Ledger | None = None
         self.gateway_id = gateway_id()
+        # mitmproxy listens before this addon's running hook is done: calls that come in
+        # meanwhile wait for it (the relay, the ledger and the owners of stored resources read
+        # back from it).
+        self.ready = asyncio.Event()
+        self.collector = Collector()
 
     @property
     def config(self) -> GatewayConfig:
@@ -128,12 +134,18 @@ class Runtime:
         if self.upstream_proxy:
             logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
         self.is_running = True
-        await self.relay.start()
-        await self.open_ledger(self.settings.usage_db)
-        self.start_discovery()
-        self.start_config_watch()
+        try:
+            await self.relay.start()
+            await self.open_ledger(self.settings.usage_db)
+            self.start_discovery()
+            self.start_config_watch()
+        finally:  # whatever failed was logged: calls must not wait for ever
+            self.ready.set()
+        self.collector.freeze_startup()
 
     async def done(self) -> None:
+        self.ready.clear()
+        self.collector.thaw()
         self.stop_discovery()
         if self.config_watch:
             self.config_watch.cancel()
