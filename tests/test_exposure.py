@@ -1,6 +1,7 @@
 """Closed to strangers: what the proxy port gives someone on the same network, end to end with a
 real mitmdump. Every load here is bounded and stays on loopback."""
 
+import contextlib
 import json
 import socket
 import ssl
@@ -199,11 +200,14 @@ def impatient_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
     gateway.stop()
 
 
-def health_check(connection: socket.socket) -> bytes:
-    connection.sendall(b"GET /health HTTP/1.1\r\nHost: gomodel.local\r\n\r\n")
+def health_check(connection: socket.socket, key: str | None = None) -> bytes:
+    authorization = f"Authorization: Bearer {key}\r\n".encode() if key else b""
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: gomodel.local\r\n" + authorization + b"\r\n")
     answer = b""
     while not answer_complete(answer):
-        answer += connection.recv(65536)
+        if not (chunk := connection.recv(65536)):
+            raise ConnectionResetError("closed by the proxy")
+        answer += chunk
     return answer
 
 
@@ -219,13 +223,15 @@ def closed_by_the_proxy(connection: socket.socket, within: float) -> bool:
     return True
 
 
-def test_connections_that_carry_no_request_are_closed(impatient_gateway: Gateway) -> None:
-    """What a stranger holds open: unfinished heads, nothing at all, an idle keep-alive."""
+def test_connections_that_carry_no_call_are_closed(impatient_gateway: Gateway) -> None:
+    """What a stranger holds open: unfinished heads, nothing at all, an idle keep-alive, a
+    /health whose body never ends."""
     port, fds = impatient_gateway.port, open_fds(impatient_gateway)
     unfinished = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 60_000
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
     for connection in held[:50]:
         connection.sendall(unfinished)
+    held[50].sendall(b"GET /health HTTP/1.1\r\nHost: gomodel.local\r\nContent-Length: 99\r\n\r\n")
     assert health_check(held[-1]).startswith(b"HTTP/1.1 200")  # then idle, kept alive
 
     started = time.monotonic()
@@ -244,7 +250,20 @@ def test_connections_that_carry_no_request_are_closed(impatient_gateway: Gateway
         assert "gomodel_idle_connections_closed_total 60.0" in answer.read().decode()
 
 
-def test_requests_in_progress_and_busy_connections_are_never_cut(
+def test_a_strangers_requests_do_not_keep_a_connection_open(impatient_gateway: Gateway) -> None:
+    """Refused and /health requests, one every 0.3 s: the clock runs from the connection's
+    start."""
+    with socket.create_connection(("127.0.0.1", impatient_gateway.port)) as connection:
+        started, answers = time.monotonic(), 0
+        with contextlib.suppress(OSError):
+            while time.monotonic() - started < 5:
+                answers += health_check(connection).startswith(b"HTTP/1.1 200")
+                time.sleep(0.3)
+        lived = time.monotonic() - started
+    assert 0.9 < lived < 2.5 and 2 <= answers <= 5
+
+
+def test_calls_in_progress_and_key_holders_connections_are_never_cut(
     impatient_gateway: Gateway, chicago: Simulator
 ) -> None:
     chicago.configure(chunk_delay=0.25)  # a stream of about three seconds
@@ -254,9 +273,9 @@ def test_requests_in_progress_and_busy_connections_are_never_cut(
     )
     assert len(list(stream)) > 10
     with socket.create_connection(("127.0.0.1", impatient_gateway.port)) as connection:
-        for _ in range(5):  # one request every 0.6 s on one connection: 3 s in all
-            assert health_check(connection).startswith(b"HTTP/1.1 200")
-            time.sleep(0.6)
+        assert health_check(connection, MASTER).startswith(b"HTTP/1.1 200")
+        assert not closed_by_the_proxy(connection, within=2.5)  # a key holder's to keep
+        assert health_check(connection, MASTER).startswith(b"HTTP/1.1 200")
 
 
 def test_a_private_gateway_leaves_idle_connections_open(tmp_path: Path, chicago: Simulator) -> None:

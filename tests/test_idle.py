@@ -47,33 +47,44 @@ def test_a_connection_that_never_finishes_a_request_head_is_closed() -> None:
     assert closed == ["c1"]
 
 
-def test_a_request_in_progress_is_never_cut() -> None:
+def test_a_call_in_progress_is_never_cut() -> None:
     idle, loop, closed = watcher()
     idle.opened("c1")
-    idle.request_started("c1", "f1")
+    idle.call_started("c1", "f1", keyed=False)
     loop.expire()
     assert closed == []
 
 
-def test_an_idle_keep_alive_connection_is_closed_once_its_last_request_ended() -> None:
+def test_an_idle_keep_alive_connection_is_closed_once_its_last_call_ended() -> None:
     idle, loop, closed = watcher()
     idle.opened("c1")
-    idle.request_started("c1", "f1")
-    idle.request_started("c1", "f2")  # HTTP/2: two streams at once
-    idle.request_ended("c1", "f1")
+    idle.call_started("c1", "f1", keyed=False)
+    idle.call_started("c1", "f2", keyed=False)  # HTTP/2: two streams at once
+    idle.call_ended("c1", "f1")
     loop.expire()
     assert closed == []
-    idle.request_ended("c1", "f2")
-    idle.request_ended("c1", "f2")  # response and error hooks for one flow: counted once
+    idle.call_ended("c1", "f2")
+    idle.call_ended("c1", "f2")  # response and error hooks for one flow: counted once
     loop.expire()
     assert closed == ["c1"]
 
 
-def test_a_tunnel_starts_the_clock_again() -> None:
+def test_a_connection_that_carried_a_keyed_call_is_its_clients_to_keep() -> None:
+    """An HTTP/2 answer may still wait for a slow reader when its call has ended."""
     idle, loop, closed = watcher()
     idle.opened("c1")
-    idle.tunnel_opened("c1")
-    assert [t.cancelled for t in loop.timers] == [True, False]
+    idle.call_started("c1", "f1", keyed=True)
+    idle.call_ended("c1", "f1")
+    loop.expire()
+    assert closed == [] and [t.cancelled for t in loop.timers] == [True]
+
+
+def test_what_a_stranger_sends_does_not_stop_the_clock() -> None:
+    """Refusals and /health never start a call: the clock runs from the connection's start."""
+    idle, loop, closed = watcher()
+    idle.opened("c1")
+    idle.call_ended("c1", "refused")  # its response hook: not a call of this connection's
+    assert [t.cancelled for t in loop.timers] == [False]
     loop.expire()
     assert closed == ["c1"]
 
@@ -82,8 +93,8 @@ def test_closed_connections_and_unknown_clients_are_forgotten() -> None:
     idle, loop, closed = watcher()
     idle.opened("c1")
     idle.closed("c1")
-    idle.request_started("replay", "f1")  # a replayed flow's made-up client
-    idle.request_ended("replay", "f1")
+    idle.call_started("replay", "f1", keyed=True)  # a replayed flow's made-up client
+    idle.call_ended("replay", "f1")
     loop.expire()
     assert closed == [] and idle.connections == {}
 

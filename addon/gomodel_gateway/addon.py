@@ -47,7 +47,7 @@ from .exposure import (
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
 from .idle import IdleConnections
-from .keys import REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
+from .keys import ANONYMOUS_KEY, REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
 from .lifecycle import Runtime
 from .limits import estimate_tokens, limit_error
 from .relay import REFUSAL_PATH
@@ -160,14 +160,12 @@ class GoModel:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT elsewhere is refused while pass-through is closed, before any tunnel."""
         if self.runtime.exposure.open or self.is_for_gateway(flow):
-            self.idle.tunnel_opened(flow.client_conn.id)
             return
         target = f"{flow.request.host}:{flow.request.port}"
         self.refuse(flow, self.start(flow), passthrough_refused(target))
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        self.idle.request_started(flow.client_conn.id, flow.id)
         if flow.response:
             return
         request, runtime = flow.request, self.runtime
@@ -193,6 +191,9 @@ class GoModel:
             call.request = self.admit(call, request, authorization, replay)
         except GatewayError as e:
             self.refuse_unread(flow, call, e)
+            return
+        if call.key is not None:  # a stranger's /health does not hold the connection open
+            self.idle.call_started(flow.client_conn.id, flow.id, call.key is not ANONYMOUS_KEY)
 
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         return is_gateway_request(
@@ -507,7 +508,7 @@ class GoModel:
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        self.idle.request_ended(flow.client_conn.id, flow.id)
+        self.idle.call_ended(flow.client_conn.id, flow.id)
         call = self.calls.get(flow)
         if call is None or flow.response is None or call.finished:
             return
@@ -529,7 +530,7 @@ class GoModel:
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        self.idle.request_ended(flow.client_conn.id, flow.id)
+        self.idle.call_ended(flow.client_conn.id, flow.id)
         call = self.calls.get(flow)
         if call is None or call.finished:
             return
@@ -602,7 +603,7 @@ class GoModel:
             logger.debug("gomodel: closed a server socket mitmproxy left open")
 
     def idle_timeout(self) -> float | None:
-        """How long a client connection may carry no request: while pass-through is closed."""
+        """How long a client connection may carry no call: while pass-through is closed."""
         runtime = self.runtime
         return None if runtime.exposure.open else runtime.settings.idle_timeout
 

@@ -1,12 +1,16 @@
-"""Client connections that carry no request are closed after a while, while the port is shared.
+"""Client connections that carry no call are closed after a while, while the port is shared.
 
 mitmproxy keeps a client's connection for as long as the client likes. A stranger can open a
 thousand connections and send half a request head on each, or nothing, and keep them (about
 120 KB each with a 64 KiB unfinished head) until the process runs out of file descriptors.
-While pass-through is closed, a client connection with no request in progress (its first request
-head not yet complete, or idle between requests) is closed once it has been so for the idle
-timeout. A request in progress, a slow upload or a long stream, is never cut by it. (While
-pass-through is open, the gateway leaves other hosts' tunnels and WebSockets alone.)
+While pass-through is closed, a client connection is closed once it has carried no admitted call
+for the idle timeout: the clock starts when the connection opens and again when a call ends, and
+stops while a call is in progress (a slow upload, a long stream), which is never cut. What a
+stranger sends (a refused request, `/health`, a request head that never ends) does not stop it.
+Once a connection has carried a call made with a gateway key, it is its client's to keep: the key
+holder is known, and an HTTP/2 answer may still be waiting for the client to read it when its
+call has ended for mitmproxy. (While pass-through is open, the gateway leaves connections alone:
+other hosts' tunnels and WebSockets may idle.)
 """
 
 import asyncio
@@ -18,12 +22,13 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 @dataclass
 class _Connection:
-    requests: set[str] = field(default_factory=set)  # ids of its flows in progress
+    calls: set[str] = field(default_factory=set)  # ids of its flows in progress
     timer: asyncio.TimerHandle | None = None
+    trusted: bool = False  # it carried a call made with a gateway key
 
 
 class IdleConnections:
-    """Which client connections carry a request; a timer on each that carries none.
+    """Which client connections carry a call; a timer on each that carries none.
 
     `timeout()` says how long one may idle (None: forever); `close(client_id)` closes one.
     """
@@ -41,21 +46,19 @@ class IdleConnections:
         self.connections[client_id] = _Connection()
         self._arm(client_id)
 
-    def tunnel_opened(self, client_id: str) -> None:
-        """A CONNECT was answered: the tunnel's first request starts the clock again."""
-        if (state := self.connections.get(client_id)) and not state.requests:
-            self._arm(client_id)
-
-    def request_started(self, client_id: str, flow_id: str) -> None:
+    def call_started(self, client_id: str, flow_id: str, keyed: bool) -> None:
+        """An admitted call (`keyed`: made with a gateway key, not as anyone on a gateway
+        without keys)."""
         if state := self.connections.get(client_id):  # not a replay's made-up client
-            state.requests.add(flow_id)
+            state.calls.add(flow_id)
+            state.trusted = state.trusted or keyed
             self._disarm(state)
 
-    def request_ended(self, client_id: str, flow_id: str) -> None:
+    def call_ended(self, client_id: str, flow_id: str) -> None:
         state = self.connections.get(client_id)
-        if state and flow_id in state.requests:
-            state.requests.discard(flow_id)
-            if not state.requests:
+        if state and flow_id in state.calls:
+            state.calls.discard(flow_id)
+            if not state.calls:
                 self._arm(client_id)
 
     def closed(self, client_id: str) -> None:
@@ -65,11 +68,11 @@ class IdleConnections:
     def _arm(self, client_id: str) -> None:
         state = self.connections[client_id]
         self._disarm(state)
-        if (seconds := self.timeout()) is not None:
+        if not state.trusted and (seconds := self.timeout()) is not None:
             state.timer = self.loop().call_later(seconds, self._expire, client_id)
 
     def _expire(self, client_id: str) -> None:
-        if (state := self.connections.get(client_id)) and not state.requests:
+        if (state := self.connections.get(client_id)) and not state.calls:
             state.timer = None
             self.close(client_id)
 

@@ -39,7 +39,7 @@ class Metrics:
         )
         self.idle_closed = Counter(
             "gomodel_idle_connections_closed",
-            "Client connections closed for carrying no request for gomodel_idle_timeout.",
+            "Client connections closed for carrying no call for gomodel_idle_timeout.",
             registry=r,
         )
         self.rejected = Counter(

@@ -110,9 +110,10 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     (
         "gomodel_idle_timeout",
         "60",
-        "Seconds a client connection may stay open with no request in progress (its first "
-        "request head unfinished, or idle between requests) before the gateway closes it, while "
-        "pass-through is closed; off to keep them open. Requests in progress are never cut.",
+        "Seconds a client connection may carry no call (from its start, or since its last "
+        "call) before the gateway closes it, while pass-through is closed. Calls in progress "
+        "are never cut; what a stranger sends does not count; a connection that carried a call "
+        "made with a gateway key is its client's to keep. off: never.",
     ),
     (
         "gomodel_stream_usage",
