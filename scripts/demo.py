@@ -26,6 +26,7 @@ DEMO_MODELS = "openai.gpt-oss-120b,xai.grok-4,meta.llama-3.3-70b-instruct"
 # --openai-app: the hostname such apps call, and where their model names go.
 OPENAI_HOSTS = "gomodel.local,api.openai.com"
 OPENAI_ALIASES = "gpt-*=openai.gpt-oss-120b"
+CURL = ("curl", "-sS", "-H", "content-type: application/json")
 
 
 def banner(text: str) -> None:
@@ -67,22 +68,12 @@ def main() -> int:
         )
 
         banner("A streamed chat completion through HTTPS_PROXY to https://gomodel.local")
-        stream = subprocess.run(
-            [
-                "curl",
-                "-sSN",
-                "--cacert",
-                str(gateway.ca),
-                "https://gomodel.local/v1/chat/completions",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                '{"model": "xai.grok-4", "stream": true, '
-                '"messages": [{"role": "user", "content": "stream please"}]}',
-            ],
-            env=clean_env(HTTPS_PROXY=gateway.proxy),
-            capture_output=True,
-            text=True,
+        stream = post_through_proxy(
+            gateway,
+            "https://gomodel.local/v1/chat/completions",
+            '{"model": "xai.grok-4", "stream": true, '
+            '"messages": [{"role": "user", "content": "stream please"}]}',
+            "-N",
         )
         lines = [line for line in stream.stdout.splitlines() if line]
         for line in [*lines[:3], "...", *lines[-2:]]:
@@ -128,24 +119,25 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def app_call(gateway: Gateway) -> bool:
-    """What an app hard-wired to OpenAI sends, with an OpenAI model name; True if an Oracle
-    model answered."""
-    call = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--cacert",
-            str(gateway.ca),
-            "https://api.openai.com/v1/chat/completions",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
-        ],
+def post_through_proxy(
+    gateway: Gateway, url: str, body: str, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """curl POSTs JSON to `url` through HTTPS_PROXY, trusting the gateway's CA."""
+    return subprocess.run(
+        [*CURL, *flags, "--cacert", str(gateway.ca), url, "-d", body],
         env=clean_env(HTTPS_PROXY=gateway.proxy),
         capture_output=True,
         text=True,
+    )
+
+
+def app_call(gateway: Gateway) -> bool:
+    """What an app hard-wired to OpenAI sends, with an OpenAI model name; True if an Oracle
+    model answered."""
+    call = post_through_proxy(
+        gateway,
+        "https://api.openai.com/v1/chat/completions",
+        '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
     )
     try:
         answer = json.loads(call.stdout)

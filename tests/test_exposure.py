@@ -99,16 +99,16 @@ def upload(port: int, head: bytes, total: int, chunked: bool) -> Upload:
     return Upload(accepted, stopped_by, bytes(answer))
 
 
+def start_guarded(tmp_path: Path, chicago: Simulator, *options: str) -> Gateway:
+    """A shared gateway: the master key set, so pass-through is closed."""
+    env = chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER)
+    return start_gateway(tmp_path, env, *options, ca=chicago.ca)
+
+
 @pytest.fixture
 def team_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
-    """A shared gateway: master key set, flows written to a file."""
-    gateway = start_gateway(
-        tmp_path,
-        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER),
-        "-w",
-        str(tmp_path / "flows.mitm"),
-        ca=chicago.ca,
-    )
+    """A shared gateway, its flows written to a file."""
+    gateway = start_guarded(tmp_path, chicago, "-w", str(tmp_path / "flows.mitm"))
     yield gateway
     gateway.stop()
 
@@ -189,13 +189,7 @@ def test_refused_uploads_keep_memory_and_descriptors_flat(team_gateway: Gateway)
 @pytest.fixture
 def impatient_gateway(tmp_path: Path, chicago: Simulator) -> Iterator[Gateway]:
     """A shared gateway that lets a connection idle for one second."""
-    gateway = start_gateway(
-        tmp_path,
-        chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER),
-        "--set",
-        "gomodel_idle_timeout=1",
-        ca=chicago.ca,
-    )
+    gateway = start_guarded(tmp_path, chicago, "--set", "gomodel_idle_timeout=1")
     yield gateway
     gateway.stop()
 
