@@ -72,7 +72,7 @@ class IdleConnections:
             state.timer = self.loop().call_later(seconds, self._expire, client_id)
 
     def _expire(self, client_id: str) -> None:
-        if (state := self.connections.get(client_id)) and not state.calls:
+        if state := self.connections.get(client_id):  # a call's start cancels the timer
             state.timer = None
             self.close(client_id)
 
