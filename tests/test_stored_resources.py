@@ -4,6 +4,7 @@ whose ids stay where they were created. Real mitmdump, real simulators (one per 
 assertions look at what each simulator received."""
 
 import http.client
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -410,3 +411,119 @@ def test_a_client_keys_listing_pages_through_its_own_items_only(
     assert len(page.data) == 2 and page.has_more
     ids = {other.first_id, other.last_id, *(f.id for f in other.data)}  # type: ignore[attr-defined]
     assert ids <= set(theirs)  # never another key's id, not even as a page bound
+
+
+def post_raw(gateway: Gateway, key: str, path: str, body: bytes) -> tuple[int, dict]:
+    """A body as bytes (the SDK would spell every field plainly): its status and error."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    connection.request("POST", path, body, headers)
+    reply = connection.getresponse()
+    document = json.loads(reply.read() or b"{}")
+    return reply.status, document.get("error") or {}
+
+
+def test_a_client_key_reaches_no_other_keys_state_whatever_the_body_says(
+    tmp_path: Path, simulators, chicago: Simulator, shared_ca: Path
+) -> None:
+    """Escaped or case-varied field names, and ids inside the input and the tools, are read as
+    Oracle reads them: another key's id there is a 404 before anything is sent."""
+    gateway = start_keyed(tmp_path, simulators, shared_ca)
+    try:
+        alpha = openai_client(gateway, "gm-alpha-7e2")
+        answer = alpha.responses.create(model=MODEL, input="alpha's secret plan")
+        talk = alpha.conversations.create()
+        secret = alpha.files.create(file=("a.txt", b"ALPHA SECRET"), purpose="user_data")
+        box = alpha.containers.create(name="alpha-box")
+        received_before = len(chicago.requests())
+        file_part = {"type": "input_file", "file_id": secret.id}
+        refused = {
+            "escaped previous_response_id": (
+                f'{{"model": "{MODEL}", "input": "x", "previous_respons\\u0065_id": "{answer.id}"}}'
+            ),
+            "escaped conversation": (
+                f'{{"model": "{MODEL}", "input": "x", "conv\\u0065rsation": "{talk.id}"}}'
+            ),
+            "conversation object": json.dumps(
+                {"model": MODEL, "input": "x", "conversation": {"id": talk.id}}
+            ),
+            "input_file": json.dumps(
+                {"model": MODEL, "input": [{"role": "user", "content": [file_part]}]}
+            ),
+            "vector store": json.dumps(
+                {
+                    "model": MODEL,
+                    "input": "x",
+                    "tools": [{"type": "file_search", "vector_store_ids": ["vs_someone"]}],
+                }
+            ),
+            "container": json.dumps(
+                {
+                    "model": MODEL,
+                    "input": "x",
+                    "tools": [{"type": "code_interpreter", "container": box.id}],
+                }
+            ),
+            "container's files": json.dumps(
+                {
+                    "model": MODEL,
+                    "input": "x",
+                    "tools": [
+                        {
+                            "type": "code_interpreter",
+                            "container": {"type": "auto", "file_ids": [secret.id]},
+                        }
+                    ],
+                }
+            ),
+        }
+        answers = {
+            name: post_raw(gateway, "gm-beta-90d", "/v1/responses", body.encode())
+            for name, body in refused.items()
+        }
+        answers["chat file part"] = post_raw(
+            gateway,
+            "gm-beta-90d",
+            "/v1/chat/completions",
+            json.dumps(
+                {
+                    "model": MODEL,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "file", "file": {"file_id": secret.id}}],
+                        }
+                    ],
+                }
+            ).encode(),
+        )
+        invalid = {
+            "Previous_Response_Id": {"Previous_Response_Id": answer.id},
+            "Conversation": {"Conversation": talk.id},
+            "previous_response_id": {"previous_response_id": "../x"},
+            "conversation": {"conversation": {"id": 5}},
+        }
+        invalid_answers = {
+            name: post_raw(
+                gateway,
+                "gm-beta-90d",
+                "/v1/responses",
+                json.dumps({"model": MODEL, "input": "x", **fields}).encode(),
+            )
+            for name, fields in invalid.items()
+        }
+        received_after = len(chicago.requests())
+        own = {  # the owner's own ids, spelled so, still go
+            name: post_raw(gateway, "gm-alpha-7e2", "/v1/responses", refused[name].encode())[0]
+            for name in ("escaped previous_response_id", "escaped conversation", "input_file")
+        }
+    finally:
+        gateway.stop()
+    assert {name: (status, error.get("code")) for name, (status, error) in answers.items()} == {
+        name: (404, "resource_not_found") for name in answers
+    }
+    assert {
+        name: (status, error.get("param")) for name, (status, error) in invalid_answers.items()
+    } == {name: (400, name.lower()) for name in invalid}
+    assert received_after == received_before  # none of it reached Oracle
+    assert own == dict.fromkeys(own, 200)

@@ -407,25 +407,26 @@ class GoModel:
     async def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
         """Where a call goes: a model call by its model (one continuing stored state, to the
         state's owner); a stored resource's call to the resource's owner (resource_routing).
-        A client key reaches only the stored ids created with it."""
-        runtime = self.runtime
-        named = ids_named(request, content)
+        A client key reaches only the stored ids created with it, named in the path or, for a
+        model call, in the body (read once, by routing)."""
+        runtime, planned = self.runtime, None
+        if request.resource is None:
+            ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
+            inventory = runtime.inventory
+
+            def visible(model_id: str) -> bool:  # what a 404 may list to this key
+                return key.allows(*local.names_for_key(inventory, model_id))
+
+            planned = route(inventory, request, content, ask_usage, visible)
+        named = ids_named(request, planned)
         await self.recall(named)
         check_owner(key, runtime.affinity, named)
-        if request.resource is not None:
+        if resource := request.resource:
             return route_resource(
-                runtime.inventory, runtime.affinity, call.method, request.resource, content
+                runtime.inventory, runtime.affinity, call.method, resource, content
             )
-        ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
-        inventory = runtime.inventory
-
-        def visible(model_id: str) -> bool:  # what a 404 may list to this key
-            return key.allows(*local.names_for_key(inventory, model_id))
-
-        planned = route(inventory, request, content, ask_usage, visible)
-        if planned.endpoint is Endpoint.RESPONSES:
-            planned = follow_owner(planned, runtime.affinity, content)
-        return planned
+        assert planned is not None
+        return follow_owner(planned, runtime.affinity)
 
     async def recall(self, ids: list[str]) -> None:
         """Ids this gateway has not seen created may have been created through another gateway

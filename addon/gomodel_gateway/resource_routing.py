@@ -9,7 +9,9 @@
   sent to that id's owner, whatever provider the model would prefer; a model the owner does not
   serve is a 400 (its state is nowhere else).
 - A client key reaches only the ids created with it (`check_owner`: any other id is a 404, as
-  if it did not exist), and its listings show only those (`keep_owned`); master keys reach all.
+  if it did not exist): in a path, or in a model call's body (its follow-ups, files,
+  containers, vector stores: stored_ids.py); its listings show only those (`keep_owned`);
+  master keys reach all.
 Pure: the addon passes the inventory and the store in.
 """
 
@@ -18,21 +20,14 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from . import safejson
 from .affinity import AffinityStore
 from .basepaths import resource_provider
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import ClientKey
-from .resources import ID, MAX_ID_LENGTH, Action, Operation, ResourcePath
+from .resources import Action, Operation, ResourcePath
 from .routing import Endpoint, Request, Route, parse_json_object
-
-# Cheap tests before a responses body is parsed a second time.
-FOLLOWUP_MARKERS = (b'"previous_response_id"', b'"conversation"')
-
-
-def is_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(ID.fullmatch(value))
+from .stored_ids import is_id
 
 
 def serving_provider(inventory: Inventory, affinity: AffinityStore, owner_id: str | None) -> Target:
@@ -72,29 +67,10 @@ def route_resource(
     )
 
 
-def followup_ids(body: bytes) -> list[tuple[str, str]]:
-    """(field, id) for the stored state a responses body continues: previous_response_id and
-    conversation (an id, or an object with one)."""
-    if not any(marker in body for marker in FOLLOWUP_MARKERS):
-        return []
-    try:
-        document = safejson.loads(body)
-    except ValueError:
-        return []  # routing already refused it
-    if not isinstance(document, dict):
-        return []
-    conversation = document.get("conversation")
-    if isinstance(conversation, dict):
-        conversation = conversation.get("id")
-    found = [("previous_response_id", document.get("previous_response_id"))]
-    found.append(("conversation", conversation))
-    return [(name, value) for name, value in found if is_id(value)]
-
-
-def follow_owner(planned: Route, affinity: AffinityStore, body: bytes) -> Route:
+def follow_owner(planned: Route, affinity: AffinityStore) -> Route:
     """A responses call continuing stored state, sent to that state's owner only."""
     owners = {}
-    for name, value in followup_ids(body):
+    for name, value in planned.stored.followups:
         if owner := affinity.owner(value):
             owners[owner.provider] = f"{name} {clip_for_message(value)}"
     if not owners:
@@ -147,13 +123,12 @@ def deleted(request: Request) -> str | None:
     return None
 
 
-def ids_named(request: Request, body: bytes) -> list[str]:
-    """The stored ids a call names: the one in its path, or a responses body's follow-ups."""
+def ids_named(request: Request, planned: Route | None) -> list[str]:
+    """The stored ids a call names: the one in its path, or those a model call's body names
+    (`planned`, its route)."""
     if request.resource is not None:
         return [request.resource.owner_id] if request.resource.owner_id else []
-    if request.endpoint is Endpoint.RESPONSES:
-        return [value for _, value in followup_ids(body)]
-    return []
+    return planned.stored.all if planned is not None else []
 
 
 def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None:

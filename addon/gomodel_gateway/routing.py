@@ -18,6 +18,7 @@ from .config import is_model_id
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
+from .stored_ids import NO_IDS, StoredIds, stored_ids
 
 
 class Endpoint(StrEnum):
@@ -97,6 +98,7 @@ class Route:
     alias_target: str | None = None  # what that alias names (a model id or provider/model)
     method: str = "POST"
     path: str = ""  # under the provider's base URL, when it is not the endpoint's own
+    stored: StoredIds = NO_IDS  # the stored ids a model call's body names
 
     @property
     def upstream_path(self) -> str:
@@ -192,14 +194,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def _requested_model(document: dict[str, Any]) -> str:
-    if twin := next((key for key in document if key != "model" and key.lower() == "model"), None):
-        # The gateway routes on "model"; a parser that ignores case could read this one.
-        raise GatewayError(
-            400,
-            f"Request body has {clip_for_message(twin)} beside 'model'; send only 'model'.",
-            param="model",
-            code="invalid_json",
-        )
     model = document.get("model")
     if model is None:
         raise GatewayError(
@@ -212,7 +206,7 @@ def _requested_model(document: dict[str, Any]) -> str:
             param="model",
             code="invalid_type",
         )
-    if not is_model_id(model):
+    if not model.isprintable() or not is_model_id(model):  # a newline would reach the ledger
         raise GatewayError(
             400,
             f"{clip_for_message(model)} is not a valid model id: use letters, digits and "
@@ -370,6 +364,8 @@ def route(
     asked for (the gateway then counts its tokens, and drops that chunk from the client's stream).
     """
     document = parse_json_object(body)
+    # Case variants of the routed fields are refused there: this reads "model" and the ids.
+    stored = stored_ids(document, responses=request.endpoint is Endpoint.RESPONSES)
     model = _requested_model(document)
     stream = _stream_flag(document)
     _check_inputs(request.endpoint, document)
@@ -407,4 +403,5 @@ def route(
         usage_added,
         alias.name if alias else None,
         alias.target if alias else None,
+        stored=stored,
     )
