@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 from gomodel_gateway.config import ConfigError, load_config
-from gomodel_gateway.keys import ANONYMOUS, MASTER, ClientKey, KeyRing, digest, model_names
+from gomodel_gateway.keys import (
+    ANONYMOUS,
+    ANONYMOUS_KEY,
+    MASTER,
+    REPLAY,
+    REPLAY_KEY,
+    ClientKey,
+    KeyRing,
+    digest,
+    model_names,
+)
 from gomodel_gateway.limits import Limits
 
 KEYS_YAML = """\
@@ -57,6 +67,18 @@ def test_other_values_identify_no_key(tmp_path: Path, authorization: str | None)
     assert ring.identify(authorization) is None
 
 
+def test_only_master_keys_and_the_gateways_own_callers_are_admins(tmp_path: Path) -> None:
+    config = load(tmp_path, KEYS_YAML % hashlib.sha256(ALICE_KEY.encode()).hexdigest())
+    assert [(key.name, key.admin) for key in config.keys.keys] == [
+        (MASTER, True),
+        ("ci", False),
+        ("alice", False),
+    ]
+    assert ANONYMOUS_KEY.admin and REPLAY_KEY.admin
+    # never from a name: a key is an admin because it was made one
+    assert not any(ClientKey(name, b"").admin for name in (MASTER, ANONYMOUS, REPLAY))
+
+
 def test_without_keys_everyone_is_anonymous() -> None:
     assert KeyRing().identify(None).name == ANONYMOUS
     assert not KeyRing().required
@@ -68,6 +90,9 @@ def test_without_keys_everyone_is_anonymous() -> None:
         ("keys: [a]", "server.keys must map key names to keys"),
         ("keys: {Bad Name: {key: k}}", "a key's name is 1-64 lowercase"),
         ("keys: {master: {key: k}}", "a key's name is 1-64 lowercase"),
+        ("keys: {anonymous: {key: k}}", "server.keys.anonymous: a key's name is 1-64 lowercase"),
+        ("keys: {replay: {key: k}}", "server.keys.replay: a key's name is 1-64 lowercase"),
+        ('keys: {"ci\\n": {key: k}}', "a key's name is 1-64 lowercase"),
         ("keys: {ci: k}", "server.keys.ci must be a mapping"),
         ("keys: {ci: {}}", "server.keys.ci: give exactly one of key and key_sha256"),
         ("keys: {ci: {key: a, key_sha256: b}}", "give exactly one of key and key_sha256"),

@@ -241,6 +241,8 @@ def test_a_resumed_response_stream_is_a_responses_stream() -> None:
 )
 def test_a_responses_body_names_the_state_it_continues(body: bytes, found: list) -> None:
     assert list(stored_ids(parse_json_object(body), responses=True).followups) == found
+
+
 def responses_route(model: str, extra: str) -> tuple:
     body = f'{{"model": "{model}", "input": "hi", {extra}}}'.encode()
     return route(INVENTORY, Request(Endpoint.RESPONSES), body), body

@@ -14,7 +14,7 @@ import openai
 import pytest
 from conftest import CHICAGO_MODELS, CLIENT_KEY, FRANKFURT_MODELS, openai_client, two_region_env
 from openai import OpenAI
-from processes import Gateway, Simulator, start_gateway
+from processes import Gateway, Simulator, run_mitmdump_until_exit, start_gateway
 
 PROJECT = "ocid1.generativeaiproject.oc1.us-chicago-1.amaaaaaastoredresources"
 RESOURCES_YAML = f"""
@@ -353,6 +353,22 @@ def test_a_client_key_reaches_only_what_it_created(
         assert alpha.files.content(secret.id).read() == b"ALPHA SECRET"
     finally:
         gateway.stop()
+
+
+def test_a_client_key_named_like_the_gateways_own_callers_stops_the_gateway(
+    tmp_path: Path, simulators
+) -> None:
+    """A key named `replay` was an admin (every key's files, /metrics): reserved names are
+    refused at load, naming file and key."""
+    config = tmp_path / "gomodel.yaml"
+    config.write_text(TEAMS + "    replay: {key: gm-replay-3c8}\n" + RESOURCES_YAML)
+    result = run_mitmdump_until_exit(
+        tmp_path / "gw", two_region_env(simulators), "--set", f"gomodel_config={config}"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"{config}: server.keys.replay: a key's name" in output
+    assert "Traceback" not in output and "gm-replay-3c8" not in output
 
 
 def test_a_client_key_cannot_choose_the_oracle_project(

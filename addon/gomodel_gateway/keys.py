@@ -17,7 +17,7 @@ from typing import Any
 from .errors import GatewayError, clip_for_message
 from .limits import NO_LIMITS, Limits
 
-KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+KEY_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 KEY_FIELDS = frozenset(
     {"key", "key_sha256", "models", "requests_per_minute", "tokens_per_minute", "tokens_per_day"}
@@ -26,6 +26,7 @@ LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 MASTER = "master"  # the name every master key goes by
 ANONYMOUS = "anonymous"  # callers of a gateway without keys
 REPLAY = "replay"  # the operator's own replays (mitmweb, mitmdump -C)
+RESERVED_NAMES = (MASTER, ANONYMOUS, REPLAY)  # the gateway's own: no client key goes by them
 
 
 class KeyConfigError(ValueError):
@@ -38,10 +39,9 @@ class ClientKey:
     digest: bytes = field(repr=False)  # SHA-256 of the key
     models: tuple[str, ...] = ()  # patterns with *; empty: every model
     limits: Limits = NO_LIMITS
-
-    @property
-    def admin(self) -> bool:
-        return self.name in (MASTER, ANONYMOUS, REPLAY)
+    # Master keys, and the gateway's own callers (anonymous, replay): every model and stored
+    # id, /metrics. Set where those are made, never derived from a name.
+    admin: bool = False
 
     def allows(self, *names: str) -> bool:
         """Whether any of the names (requested model, alias target, upstream model) matches
@@ -68,8 +68,8 @@ def model_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
 
 
-ANONYMOUS_KEY = ClientKey(ANONYMOUS, b"")
-REPLAY_KEY = ClientKey(REPLAY, b"")
+ANONYMOUS_KEY = ClientKey(ANONYMOUS, b"", admin=True)
+REPLAY_KEY = ClientKey(REPLAY, b"", admin=True)
 
 
 def digest(text: str) -> bytes:
@@ -141,7 +141,7 @@ def parse_client_keys(
 ) -> tuple[ClientKey, ...]:
     """server.keys: name -> {key | key_sha256, models, limits}, validated. `expand` expands
     ${VAR} (returning the unset names); master keys come first, named MASTER."""
-    keys = [ClientKey(MASTER, digest(key)) for key in master_keys]
+    keys = [ClientKey(MASTER, digest(key), admin=True) for key in master_keys]
     if block is None:
         return tuple(keys)
     if not isinstance(block, Mapping):
@@ -162,10 +162,10 @@ def parse_client_keys(
 def _client_key(
     name: Any, entry: Any, origin: str, expand: Callable[[str], tuple[str, tuple[str, ...]]]
 ) -> ClientKey:
-    if not isinstance(name, str) or not KEY_NAME.match(name) or name in (MASTER, ANONYMOUS):
+    if not isinstance(name, str) or not KEY_NAME.fullmatch(name) or name in RESERVED_NAMES:
         raise KeyConfigError(
             f"{origin}: a key's name is 1-64 lowercase letters, digits, '.', '_', '-' (and not "
-            f"{MASTER!r} or {ANONYMOUS!r})"
+            f"{MASTER!r}, {ANONYMOUS!r} or {REPLAY!r}: the gateway's own names)"
         )
     if not isinstance(entry, Mapping):
         raise KeyConfigError(f"{origin} must be a mapping (key or key_sha256, models, limits)")
