@@ -15,7 +15,14 @@ from gomodel_gateway.resource_routing import (
     route_resource,
 )
 from gomodel_gateway.resources import OPERATIONS, parse
-from gomodel_gateway.routing import Endpoint, Request, classify, parse_json_object, route
+from gomodel_gateway.routing import (
+    Endpoint,
+    Request,
+    Route,
+    classify,
+    parse_json_object,
+    route,
+)
 from gomodel_gateway.stored_ids import stored_ids
 
 HOST = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com"
@@ -243,15 +250,15 @@ def test_a_responses_body_names_the_state_it_continues(body: bytes, found: list)
     assert list(stored_ids(parse_json_object(body), responses=True).followups) == found
 
 
-def responses_route(model: str, extra: str) -> tuple:
+def responses_route(model: str, extra: str) -> Route:
     body = f'{{"model": "{model}", "input": "hi", {extra}}}'.encode()
-    return route(INVENTORY, Request(Endpoint.RESPONSES), body), body
+    return route(INVENTORY, Request(Endpoint.RESPONSES), body)
 
 
 def test_a_follow_up_goes_to_its_owner_whatever_the_model_prefers() -> None:
     store = AffinityStore(Clock())
     store.remember("resp_eu", "oracle-eu", "response", "ci")
-    planned, body = responses_route("shared.model", '"previous_response_id": "resp_eu"')
+    planned = responses_route("shared.model", '"previous_response_id": "resp_eu"')
 
     followed = follow_owner(planned, store)
 
@@ -262,7 +269,7 @@ def test_a_follow_up_goes_to_its_owner_whatever_the_model_prefers() -> None:
 def test_a_follow_up_with_a_model_its_owner_lacks_is_a_400() -> None:
     store = AffinityStore(Clock())
     store.remember("resp_eu", "oracle-eu", "response", "ci")
-    planned, body = responses_route("xai.grok-4", '"previous_response_id": "resp_eu"')
+    planned = responses_route("xai.grok-4", '"previous_response_id": "resp_eu"')
 
     with pytest.raises(GatewayError) as refused:
         follow_owner(planned, store)
@@ -274,7 +281,7 @@ def test_state_held_by_two_providers_cannot_be_combined() -> None:
     store = AffinityStore(Clock())
     store.remember("resp_eu", "oracle-eu", "response", "ci")
     store.remember("conv_us", "oracle", "conversation", "ci")
-    planned, body = responses_route(
+    planned = responses_route(
         "shared.model", '"previous_response_id": "resp_eu", "conversation": "conv_us"'
     )
 
@@ -285,7 +292,7 @@ def test_state_held_by_two_providers_cannot_be_combined() -> None:
 
 
 def test_an_unknown_follow_up_id_keeps_the_models_route() -> None:
-    planned, body = responses_route("shared.model", '"previous_response_id": "resp_x"')
+    planned = responses_route("shared.model", '"previous_response_id": "resp_x"')
 
     assert follow_owner(planned, AffinityStore(Clock())) is planned
 
