@@ -145,13 +145,41 @@ def test_model_patterns(patterns, names, allowed) -> None:
             "openai.gpt-oss-120b",
             ("gpt-4o-mini", "openai.gpt-oss-120b", "openai.gpt-oss-120b"),
         ),
-        # through a glob, the client's name is anything the glob takes: it does not count
-        ("gpt-4o-anything", "gpt-*", "xai.grok-4", "xai.grok-4", ("xai.grok-4", "xai.grok-4")),
+        # through a glob, the client's name is anything the glob takes: it counts for a key's
+        # exact entries only (ThroughGlob)
+        (
+            "gpt-4o-anything",
+            "gpt-*",
+            "xai.grok-4",
+            "xai.grok-4",
+            ("gpt-4o-anything", "xai.grok-4", "xai.grok-4"),
+        ),
         ("", None, None, "", ()),  # a stored resource's call names no model
     ],
 )
 def test_names_a_key_is_matched_against(requested, alias, target, upstream, names) -> None:
     assert model_names(requested, alias, target, upstream) == names
+
+
+@pytest.mark.parametrize(
+    ("patterns", "requested", "allowed"),
+    [
+        # an exact entry names the model the client sends, glob alias or not
+        (("gpt-4o-mini",), "gpt-4o-mini", True),
+        (("openai.gpt-oss-*", "gpt-4o-mini"), "gpt-4o-mini", True),  # the README's ci key
+        (("gpt-4o-mini",), "gpt-4o-mini-2", False),
+        (("gpt-4o-mini",), "GPT-4O-MINI", False),
+        # a key's pattern does not reach the glob's target by name
+        (("gpt-4o*",), "gpt-4o-mini", False),
+        (("gpt-*",), "gpt-4o-mini", False),
+        (("*",), "gpt-4o-mini", True),  # every model: the target too
+        (("xai.*",), "gpt-4o-mini", True),  # by the target's name
+    ],
+)
+def test_a_key_through_a_glob_alias(patterns, requested, allowed) -> None:
+    """With the alias gpt-* -> xai.grok-4."""
+    key = ClientKey("k", b"", patterns)
+    assert key.allows(*model_names(requested, "gpt-*", "xai.grok-4", "xai.grok-4")) == allowed
 
 
 def test_a_glob_alias_does_not_open_its_target_to_a_key_allowed_the_name() -> None:

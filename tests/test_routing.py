@@ -8,6 +8,7 @@ from gomodel_gateway.aliases import Alias
 from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.keys import ClientKey
 from gomodel_gateway.routing import Endpoint, Request, classify, resolve_model, route
 
 US = Provider("oracle", "https://us.example/20231130/actions/v1", "k-us", ("m.a", "m.shared"))
@@ -306,6 +307,23 @@ def test_aliases_resolve_exact_then_served_then_globs(requested, providers, upst
 
     assert [t.provider.name for t in candidates] == providers
     assert {t.upstream_model for t in candidates} == {upstream}
+
+
+@pytest.mark.parametrize(
+    ("patterns", "allowed"),
+    [
+        (("m.b*", "gpt-4o-mini"), True),  # the exact entry: the name the client sent
+        (("gpt-4o*",), False),  # a pattern does not reach the glob's target by name
+        (("m.a",), True),  # the glob's target
+    ],
+)
+def test_a_key_through_the_glob_alias_gpt_star(patterns, allowed) -> None:
+    planned = route(ALIASED, CHAT, b'{"model": "gpt-4o-mini", "messages": []}')
+    key = ClientKey("ci", b"", patterns)
+
+    assert planned.alias == "gpt-*"
+    assert key.allows(*planned.model_names) == allowed
+    assert key.allows(*local.names_for_key(ALIASED, "gpt-4o-mini")) == allowed  # /v1/models
 
 
 def test_exact_aliases_are_listed_once_their_target_is_served() -> None:

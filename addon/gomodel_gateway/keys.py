@@ -45,20 +45,33 @@ class ClientKey:
 
     def allows(self, *names: str) -> bool:
         """Whether any of the names (requested model, alias target, upstream model) matches
-        one of the key's patterns."""
+        one of the key's patterns; a name a glob alias maps (`ThroughGlob`) only an exact
+        entry of the key's."""
         if not self.models:
             return True
-        return any(model_pattern(p).fullmatch(name) for name in names for p in self.models)
+        return any(
+            pattern == name
+            if isinstance(name, ThroughGlob)
+            else model_pattern(pattern).fullmatch(name)
+            for name in names
+            for pattern in self.models
+        )
+
+
+class ThroughGlob(str):
+    """A requested name that a glob alias maps. Any name the glob takes reaches its target, so
+    a key's pattern (`gpt-4o*`) must not match it, or the pattern would open the target; a
+    key's exact entry (`gpt-4o-mini`) names just this model, and does."""
 
 
 def model_names(
     requested: str, alias: str | None, alias_target: str | None, upstream: str | None
 ) -> tuple[str, ...]:
-    """What a key's model patterns are matched against: the name the client sent (unless a
-    glob alias maps it: any name matching a pattern like `gpt-4o*` would then reach the glob's
-    target), an alias's target, and the model Oracle is asked for."""
+    """What a key's model patterns are matched against: the name the client sent (through a
+    glob alias, for the key's exact entries only), an alias's target, and the model Oracle is
+    asked for."""
     by_glob = alias is not None and "*" in alias
-    names = (None if by_glob else requested, alias_target, upstream)
+    names = (ThroughGlob(requested) if by_glob else requested, alias_target, upstream)
     return tuple(name for name in names if name)
 
 
