@@ -326,6 +326,22 @@ def test_a_key_through_the_glob_alias_gpt_star(patterns, allowed) -> None:
     assert key.allows(*local.names_for_key(ALIASED, "gpt-4o-mini")) == allowed  # /v1/models
 
 
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-mini\n", "m.a\n", "gpt-4o\r\n", "gpt-\x00", "gpt-\x1b[2J"]
+)
+def test_a_model_name_with_a_control_character_is_a_400(model: str) -> None:
+    """A trailing newline passed the model id check ($ matches before it), went through the
+    glob alias gpt-* and broke scripts/usage's table."""
+    body = json.dumps({"model": model, "messages": []}).encode()
+    with pytest.raises(GatewayError) as refused:
+        route(ALIASED, CHAT, body)
+    assert (refused.value.status, refused.value.param, refused.value.code) == (
+        400,
+        "model",
+        "invalid_model",
+    )
+
+
 def test_exact_aliases_are_listed_once_their_target_is_served() -> None:
     listed = [m.id for m in ALIASED.listing]
 
