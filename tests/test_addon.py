@@ -81,7 +81,7 @@ def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> N
     async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
         flow = gateway_flow(
             "POST",
-            CHAT + "?trace=1",
+            CHAT,
             {"model": "xai.grok-4", "messages": []},
             authorization="Bearer client",
             **{"api-key": "client", "OpenAI-Project": PROJECT, "Cookie": "session=1"},
@@ -92,21 +92,21 @@ def test_a_call_is_answered_by_oracle_with_the_provider_key(tmp_path: Path) -> N
         assert json.loads(flow.response.content)["usage"]["total_tokens"] == 4
         assert flow.response.headers["opc-request-id"] == "R1"
         (received,) = oracle.received
-        assert received["path"] == "/20231130/actions/v1/chat/completions?trace=1"
+        assert received["path"] == "/20231130/actions/v1/chat/completions"
         assert received["headers"]["Authorization"] == f"Bearer {ORACLE_KEY}"
         assert not {"api-key", "cookie"} & {k.lower() for k in received["headers"]}
         assert received["headers"]["OpenAI-Project"] == PROJECT
         # The flow shows what went to Oracle (mitmproxy connects nowhere: it has an answer),
         # the client's URL and model in its comment and metadata, and no key of either side.
-        assert flow.request.url == oracle.base_url + "/chat/completions?trace=1"
+        assert flow.request.url == oracle.base_url + "/chat/completions"
         assert flow.request.headers["authorization"] == REDACTED
         assert "api-key" not in flow.request.headers and "cookie" not in flow.request.headers
         assert json.loads(flow.request.content)["model"] == "xai.grok-4"
         assert ORACLE_KEY not in str(flow.get_state())
         assert "Bearer client" not in str(flow.get_state())
         assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=3 out=1")
-        assert f"client: POST {CHAT}?trace=1 model=xai.grok-4" in flow.comment
-        assert flow.metadata["gomodel"]["client_url"] == CHAT + "?trace=1"
+        assert f"client: POST {CHAT} model=xai.grok-4" in flow.comment
+        assert flow.metadata["gomodel"]["client_url"] == CHAT
 
     with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))
 

@@ -220,13 +220,22 @@ def test_bare_model_goes_to_the_first_provider_serving_it(
     assert [r["body"]["model"] for r in frankfurt.requests()] == ["google.gemini-2.5-flash"]
 
 
-def test_query_string_is_kept(gateway: Gateway, chicago: Simulator) -> None:
-    curl(
+def test_a_query_string_on_a_model_call_is_refused_naming_it(
+    gateway: Gateway, chicago: Simulator
+) -> None:
+    """Model calls take no query parameters (resource calls allowlist theirs): none reaches
+    Oracle unchecked."""
+    answer = curl(
+        "-w",
+        "\n%{http_code}",
         "-d",
         json.dumps({"model": "xai.grok-4", "messages": HELLO}),
         f"{gateway.url}/v1/chat/completions?api-version=1",
     )
-    assert only_request(chicago)["path"] == "/20231130/actions/v1/chat/completions?api-version=1"
+    body, status = answer.stdout.rsplit("\n", 1)
+    assert status == "400"
+    assert json.loads(body)["error"]["param"] == "api-version"
+    assert chicago.requests() == []
 
 
 # -- errors answered by the gateway ---------------------------------------------------------------

@@ -342,6 +342,33 @@ def test_a_model_name_with_a_control_character_is_a_400(model: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v1/chat/completions?x=1&y=2", "x"),
+        ("/v1/responses?api-version=2024-10-21", "api-version"),
+        ("/v1/responses?stream", "stream"),
+        ("/v1/responses?a%26b=1", "a&b"),
+        ("/v1/chat/completions?&", None),
+    ],
+)
+def test_a_model_call_with_a_query_string_is_a_400_naming_it(path: str, param) -> None:
+    """Resource calls allowlist their query parameters; model calls take none."""
+    request = classify("POST", path)
+    body = b'{"model": "m.a", "messages": [], "input": "hi"}'
+    with pytest.raises(GatewayError) as refused:
+        route(INVENTORY, request, body)
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400,
+        "invalid_query",
+        param,
+    )
+
+
+def test_a_model_call_without_a_query_string_sends_none() -> None:
+    assert route(INVENTORY, classify("POST", "/v1/responses?"), b'{"model": "m.a"}').query == ""
+
+
 def test_exact_aliases_are_listed_once_their_target_is_served() -> None:
     listed = [m.id for m in ALIASED.listing]
 

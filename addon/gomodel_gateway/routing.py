@@ -66,6 +66,7 @@ HOW_TO_ADD_MODELS = (
 )
 MAX_LISTED_IN_ERROR = 10
 MAX_ALIAS_SHOWN = 100
+MAX_QUERY_NAME = 256
 ORACLE_VENDORS = frozenset({"openai", "xai", "meta", "google", "cohere", "mistral"})
 
 
@@ -351,6 +352,21 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
         )
 
 
+def check_no_query(endpoint: Endpoint, query: str) -> None:
+    """Model calls take no query parameters (OpenAI's API defines none for them: everything is
+    in the JSON body), so none reaches Oracle unchecked: the first one is named in a 400."""
+    if not query:
+        return
+    name = unquote(query.partition("&")[0].partition("=")[0])
+    raise GatewayError(
+        400,
+        f"Query parameter {clip_for_message(name)} is not accepted on POST /v1/{endpoint.value}, "
+        "which takes none: its parameters go in the JSON body.",
+        param=name[:MAX_QUERY_NAME] or None,
+        code="invalid_query",
+    )
+
+
 def route(
     inventory: Inventory,
     request: Request,
@@ -363,6 +379,7 @@ def route(
     With `ask_usage`, a chat stream whose client did not ask for the final usage chunk gets it
     asked for (the gateway then counts its tokens, and drops that chunk from the client's stream).
     """
+    check_no_query(request.endpoint, request.query)
     document = parse_json_object(body)
     # Case variants of the routed fields are refused there: this reads "model" and the ids.
     stored = stored_ids(document, responses=request.endpoint is Endpoint.RESPONSES)
@@ -398,7 +415,7 @@ def route(
         model,
         stream,
         bodies,
-        request.query,
+        "",  # check_no_query
         adjustments,
         usage_added,
         alias.name if alias else None,
