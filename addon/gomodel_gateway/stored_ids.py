@@ -106,23 +106,21 @@ def followups(document: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def attached_files(value: Any, param: str) -> list[str]:
-    """The file ids of the file items and parts anywhere in `value` (input, messages); walked
-    without recursion, since a parsed body may be nested as deep as the parser allows."""
+    """The file ids of the file items and parts anywhere in `value` (input, messages), in no
+    particular order; walked without recursion, since a parsed body may be nested as deep as
+    the parser allows (50,000 input messages, 6 MB: 60-75 ms here, less than their parse)."""
     found: list[str] = []
-    pending = [value]
+    pending = [value] if isinstance(value, list | dict) else []
     while pending:
         item = pending.pop()
-        if isinstance(item, list):
-            pending.extend(reversed(item))
-            continue
-        if not isinstance(item, dict):
-            continue
-        kind = item.get("type")
-        if kind in FILE_ITEMS:
-            found += named_file(item, param)
-        elif kind == "file" and isinstance(item.get("file"), dict):  # chat's file part
-            found += named_file(item["file"], param)
-        pending.extend(reversed([v for v in item.values() if isinstance(v, list | dict)]))
+        if type(item) is dict:
+            kind = item.get("type")
+            if kind in FILE_ITEMS:
+                found += named_file(item, param)
+            elif kind == "file" and isinstance(item.get("file"), dict):  # chat's file part
+                found += named_file(item["file"], param)
+            item = item.values()
+        pending += [v for v in item if type(v) is dict or type(v) is list]
     return found
 
 
