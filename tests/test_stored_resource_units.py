@@ -1,6 +1,8 @@
 """The pure parts of stored resources: the endpoint table and its checks, Oracle's base paths,
 the affinity store, and routing by owner."""
 
+import json
+
 import pytest
 from gomodel_gateway.affinity import AffinityStore
 from gomodel_gateway.basepaths import openai_base_url, resource_provider
@@ -12,6 +14,7 @@ from gomodel_gateway.resource_routing import (
     created,
     deleted,
     follow_owner,
+    ids_named,
     route_resource,
 )
 from gomodel_gateway.resources import OPERATIONS, parse
@@ -253,6 +256,27 @@ def test_a_responses_body_names_the_state_it_continues(body: bytes, found: list)
 def responses_route(model: str, extra: str) -> Route:
     body = f'{{"model": "{model}", "input": "hi", {extra}}}'.encode()
     return route(INVENTORY, Request(Endpoint.RESPONSES), body)
+
+
+@pytest.mark.parametrize(
+    ("every", "named"),
+    [
+        (True, ["resp_1", "file-1", "cntr_1", "vs_1"]),  # a client key's: all of them checked
+        (False, ["resp_1"]),  # a master key's: only what routes it (no lookups for the rest)
+    ],
+)
+def test_the_ids_a_model_call_names(every: bool, named: list[str]) -> None:
+    body = {
+        "model": "shared.model",
+        "previous_response_id": "resp_1",
+        "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}],
+        "tools": [
+            {"type": "code_interpreter", "container": "cntr_1"},
+            {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        ],
+    }
+    planned = route(INVENTORY, Request(Endpoint.RESPONSES), json.dumps(body).encode())
+    assert ids_named(Request(Endpoint.RESPONSES), planned, every) == named
 
 
 def test_a_follow_up_goes_to_its_owner_whatever_the_model_prefers() -> None:

@@ -418,9 +418,10 @@ class GoModel:
                 return key.allows(*local.names_for_key(inventory, model_id))
 
             planned = route(inventory, request, content, ask_usage, visible)
-        named = ids_named(request, planned)
-        await self.recall(named)
-        check_owner(key, runtime.affinity, named)
+        # One id at a time: a body naming many ids costs one ledger lookup past the key's own.
+        for resource_id in ids_named(request, planned, every=not key.admin):
+            await self.recall([resource_id])
+            check_owner(key, runtime.affinity, [resource_id])
         if resource := request.resource:
             return route_resource(
                 runtime.inventory, runtime.affinity, call.method, resource, content

@@ -123,12 +123,15 @@ def deleted(request: Request) -> str | None:
     return None
 
 
-def ids_named(request: Request, planned: Route | None) -> list[str]:
-    """The stored ids a call names: the one in its path, or those a model call's body names
-    (`planned`, its route)."""
+def ids_named(request: Request, planned: Route | None, every: bool) -> list[str]:
+    """The stored ids a call names: the one in its path; for a model call (`planned`, its
+    route) the follow-ups it continues (they decide where it goes), and with `every` (a client
+    key's call, whose every id must be its own) the files, containers and vector stores too."""
     if request.resource is not None:
         return [request.resource.owner_id] if request.resource.owner_id else []
-    return planned.stored.all if planned is not None else []
+    if planned is None:
+        return []
+    return planned.stored.all if every else [value for _, value in planned.stored.followups]
 
 
 def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None:
