@@ -190,13 +190,17 @@ def needed_tokens(document: Mapping[str, Any], stored: int = 0) -> int:
     return max(bounded(bounded(stored) + (output_limit(document) or 0)), 1)
 
 
-def continued_ids(document: Mapping[str, Any]) -> list[str]:
-    """The stored state a responses call continues: its previous response, its conversation
-    (an id, or an object with one)."""
+def conversation_of(document: Mapping[str, Any]) -> str | None:
+    """The conversation a responses call continues (an id, or an object with one)."""
     conversation = document.get("conversation")
     if isinstance(conversation, dict):
         conversation = conversation.get("id")
-    found = (document.get("previous_response_id"), conversation)
+    return conversation if isinstance(conversation, str) else None
+
+
+def continued_ids(document: Mapping[str, Any]) -> list[str]:
+    """The stored state a responses call continues: its previous response, its conversation."""
+    found = (document.get("previous_response_id"), conversation_of(document))
     return [value for value in found if isinstance(value, str)]
 
 
