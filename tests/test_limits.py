@@ -3,18 +3,26 @@
 import json
 
 import pytest
+from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.limits import (
     DAY,
+    MAX_TOKENS,
     MINUTE,
+    BackgroundRun,
+    BackgroundRuns,
     Buckets,
+    ContextSizes,
     Counts,
     Limits,
     LocalCounters,
     Refusal,
+    Reservation,
     Verdict,
+    continued_ids,
     decide,
     estimate_tokens,
     limit_error,
+    needed_tokens,
     wait_for_room,
 )
 from hypothesis import given
@@ -179,3 +187,81 @@ def test_refusals_are_openai_style_429s_with_retry_after(refusal, code, error_ty
 def test_retry_after_is_at_least_one_second() -> None:
     error = limit_error("ci", Limits(1), Verdict(Refusal.REQUESTS_PER_MINUTE, 0.01))
     assert dict(error.headers)["retry-after"] == "1"
+
+
+# -- what a budget must cover, and numbers bounded before a store ---------------------------------
+
+
+def test_a_call_is_refused_when_what_is_left_cannot_cover_what_it_needs() -> None:
+    """Not only a spent budget refuses: 900 left cannot cover a call needing 2,000."""
+    counters, limits = LocalCounters(), Limits(tokens_per_day=3000)
+    assert counters.admit("team", limits, T0, reserve=2100, needed=2000).admitted
+    verdict = counters.admit("team", limits, T0 + 1, reserve=2100, needed=2000)
+    assert (verdict.refusal, verdict.needed, verdict.left) == (Refusal.TOKENS_PER_DAY, 2000, 900)
+    error = limit_error("team", limits, verdict)
+    assert (error.status, error.code) == (429, "insufficient_quota")
+    assert "900 of its 3000 tokens left" in error.message and "needs about 2000" in error.message
+    assert counters.admit("team", limits, T0 + 2, reserve=50, needed=900).admitted  # it fits
+
+
+def test_what_a_model_call_needs_is_its_stored_context_and_its_output_limit() -> None:
+    assert needed_tokens({}) == 1  # its own body and an unset output limit need not fit
+    assert needed_tokens({"max_output_tokens": 5000}) == 5000
+    assert needed_tokens({"max_tokens": 10}, stored=775_000) == 775_010
+    assert estimate_tokens(400, {"max_tokens": 10}, stored=775_000) == 100 + 775_000 + 10
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens", "max_output_tokens"])
+def test_an_output_limit_beyond_what_openai_accepts_is_a_400(name: str) -> None:
+    for value in (10**30, 2**31):
+        with pytest.raises(GatewayError) as refused:
+            estimate_tokens(100, {name: value})
+        assert refused.value.status == 400
+        assert (refused.value.code, refused.value.param) == ("integer_above_max_value", name)
+    assert estimate_tokens(0, {name: 2**31 - 1}) == 2**31 - 1
+
+
+def test_no_estimate_exceeds_the_bound_a_store_can_count() -> None:
+    assert estimate_tokens(10**15, {}, stored=10**20) == MAX_TOKENS
+    assert needed_tokens({}, stored=-5) == 1
+
+
+def test_a_call_spending_no_tokens_is_held_to_the_request_rate_only() -> None:
+    limits = Limits(requests_per_minute=2, tokens_per_minute=10, tokens_per_day=10)
+    assert limits.requests_only() == Limits(requests_per_minute=2)
+    counters = LocalCounters()
+    counters.admit("team", limits, T0, reserve=500)  # the budgets are spent
+    assert counters.admit("team", limits.requests_only(), T0 + 1).admitted
+    assert not counters.admit("team", limits.requests_only(), T0 + 2).admitted  # 2 a minute
+
+
+def test_stored_context_sizes_are_bounded_and_never_negative() -> None:
+    contexts = ContextSizes(capacity=2)
+    contexts.set("conv_a", 100)
+    contexts.add("conv_a", 50)
+    contexts.set("resp_b", 7)
+    assert contexts.of(["conv_a", "resp_b", "unknown"]) == 157
+    contexts.set("resp_c", 1)  # the least recently used goes first
+    assert contexts.of(["conv_a"]) == 0 and contexts.of(["resp_b", "resp_c"]) == 8
+    contexts.add("resp_b", -100)
+    assert contexts.of(["resp_b"]) == 0
+
+
+def test_a_background_run_is_settled_once_when_seen_finished_with_usage() -> None:
+    runs, reservation = BackgroundRuns(capacity=2), Reservation("team", 500, 1, 1)
+    runs.started("resp_a", BackgroundRun(reservation, "xai.grok-4", None))
+    assert runs.finished("resp_a", "in_progress", usage_known=False) is None
+    assert runs.finished("resp_a", "completed", usage_known=True).reservation == reservation
+    assert runs.finished("resp_a", "completed", usage_known=True) is None  # once
+    runs.started("resp_b", BackgroundRun(reservation, "m", None))
+    assert runs.finished("resp_b", "cancelled", usage_known=False) is None  # the estimate stands
+    assert len(runs) == 0
+    for name in ("resp_c", "resp_d", "resp_e"):
+        runs.started(name, BackgroundRun(reservation, "m", None))
+    assert len(runs) == 2  # the oldest went first
+
+
+def test_continued_ids_are_read_from_the_parsed_body() -> None:
+    assert continued_ids(json.loads('{"previous_respons\\u0065_id": "resp_1"}')) == ["resp_1"]
+    assert continued_ids({"conversation": {"id": "conv_1"}}) == ["conv_1"]
+    assert continued_ids({"conversation": 5}) == []

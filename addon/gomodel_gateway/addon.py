@@ -34,7 +34,7 @@ from mitmproxy.proxy import server_hooks
 
 from . import local, safejson
 from .adapt import STARVED_WARNING, starved
-from .call import Call, SentRequest, charged_tokens, record, usage_row
+from .call import UNCOUNTED, Call, SentRequest, account, record, token_cost, usage_row
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .exposure import (
     cors_headers,
@@ -49,7 +49,7 @@ from .hosts import ip_address, is_gateway_request, is_listen_address
 from .idle import IdleConnections
 from .keys import ANONYMOUS_KEY, REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
 from .lifecycle import Runtime
-from .limits import estimate_tokens, limit_error
+from .limits import limit_error
 from .relay import REFUSAL_PATH
 from .resource_routing import (
     MAX_PAGES,
@@ -394,15 +394,18 @@ class GoModel:
         names = planned.model_names
         if names and not key.allows(*names):
             raise model_not_allowed(key, names[0])
-        model_call = call.request is not None and call.request.resource is None
-        reserve = 0
-        if model_call and key.limits.counts_tokens:
-            reserve = estimate_tokens(len(planned.body), parse_json(planned.body) or {})
-        verdict = await self.runtime.limiter.admit(key.name, key.limits, reserve)
+        limiter, request = self.runtime.limiter, call.request
+        assert request is not None
+        cost = UNCOUNTED
+        if key.limits.counts_tokens:  # reading, cancelling, deleting stored state spends none
+            cost = token_cost(request, planned, limiter.contexts)
+        verdict = await limiter.admit(
+            key.name, key.limits, cost.reserve, cost.needed, spends=cost.spends
+        )
         if not verdict.admitted:
             raise limit_error(key.name, key.limits, verdict)
-        if model_call:  # a stored resource's answer is no new use of tokens
-            call.reservation = verdict.reservation
+        if cost.spends:
+            call.reservation, call.cost = verdict.reservation, cost
 
     async def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
         """Where a call goes: a model call by its model (one continuing stored state, to the
@@ -683,12 +686,11 @@ class GoModel:
             flow.marked = ":red_circle:"
         elif entry.warning:
             flow.marked = ":warning:"
+        counted = account(call, entry, self.runtime.limiter)
         self.runtime.metrics.record(entry, call.attempts)
-        if call.reservation and (used := charged_tokens(entry)) is not None:
-            self.runtime.limiter.settle(call.reservation, used)
         ledger = self.runtime.ledger
         if ledger and call.key and call.route:  # refusals: in metrics and the access log only
-            ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id))
+            ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id, counted))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise
 

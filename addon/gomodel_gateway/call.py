@@ -9,7 +9,9 @@ Pure: nothing here knows about mitmproxy.
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from . import safejson
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
 from .config import MAX_MODEL_ID
@@ -17,8 +19,19 @@ from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
 from .ledger import UsageRow
-from .limits import Reservation
-from .routing import Request, Route
+from .limiter import Limiter
+from .limits import (
+    CONTENT_OPERATIONS,
+    BackgroundRun,
+    ContextSizes,
+    Reservation,
+    continued_ids,
+    conversation_of,
+    estimate_tokens,
+    needed_tokens,
+    tokens_of,
+)
+from .routing import Endpoint, Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
 DEFAULT_KEPT_STREAM_BYTES = 1024 * 1024
@@ -94,6 +107,44 @@ class KeptBody:
         return body
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a call is admitted with by a key with token limits (see limits.py)."""
+
+    spends: bool = True  # makes Oracle process tokens (else only request rates apply)
+    reserve: int = 0  # tokens held against the budgets until Oracle's usage is known
+    needed: int = 1  # tokens that must fit in the day's remaining budget
+    background: bool = False  # a background response: its usage comes with a later call
+    conversation: str | None = None  # the conversation a responses call adds to
+    stored: str | None = None  # the conversation whose items a resource call adds
+
+
+UNCOUNTED = Cost()
+
+
+def token_cost(request: Request, planned: Route, contexts: ContextSizes) -> Cost:
+    """A call's cost, before it goes: a model call's estimate (with the stored context it
+    continues), a resource call's content, or nothing for reading, cancelling, deleting."""
+    body = planned.body
+    if (resource := request.resource) is not None:
+        operation = resource.operation
+        if (operation.method, operation.template) not in CONTENT_OPERATIONS:
+            return Cost(spends=False)
+        tokens = tokens_of(len(body))
+        items_of = resource.owner_id if operation.template == "conversations/{id}/items" else None
+        return Cost(reserve=tokens, needed=max(tokens, 1), stored=items_of)
+    document = parse_object(body) or {}
+    if planned.endpoint is not Endpoint.RESPONSES:  # chat: no stored state
+        return Cost(reserve=estimate_tokens(len(body), document), needed=needed_tokens(document))
+    stored = contexts.of(continued_ids(document))
+    return Cost(
+        reserve=estimate_tokens(len(body), document, stored),
+        needed=needed_tokens(document, stored),
+        background=document.get("background") is True,
+        conversation=conversation_of(document),
+    )
+
+
 @dataclass
 class Call:
     """One gateway request's state, from `requestheaders` to the end of its answer."""
@@ -108,6 +159,7 @@ class Call:
     key: ClientKey | None = None  # the client key presented (ANONYMOUS without keys)
     requested_model: str = ""  # the model the client named, once the body is read
     reservation: Reservation | None = None  # tokens held against the key's budgets
+    cost: Cost = UNCOUNTED  # what the reservation was made of
     origin: str | None = None  # the allowed web origin the request came from
     # Early refusals and relay bookkeeping
     refusal: GatewayError | None = None  # answered without reading the body
@@ -200,8 +252,9 @@ def record(call: Call, ended: float, log_bodies: bool = False) -> AccessRecord:
     return entry
 
 
-def usage_row(entry: AccessRecord, now: float, gateway: str) -> UsageRow:
-    """The usage ledger's row for a finished call (see record)."""
+def usage_row(entry: AccessRecord, now: float, gateway: str, counted: bool = True) -> UsageRow:
+    """The usage ledger's row for a finished call (see record); its tokens only when they are
+    new use (`counted`, see account)."""
     return UsageRow(
         time=now,
         key=entry.key,
@@ -211,8 +264,8 @@ def usage_row(entry: AccessRecord, now: float, gateway: str) -> UsageRow:
         endpoint=entry.endpoint,
         stream=entry.stream,
         status=entry.status,
-        tokens_in=entry.tokens_in,
-        tokens_out=entry.tokens_out,
+        tokens_in=entry.tokens_in if counted else None,
+        tokens_out=entry.tokens_out if counted else None,
         latency_ms=round(entry.seconds * 1000, 3),
         request_id=entry.request_id,
         gateway=gateway,
@@ -228,3 +281,83 @@ def charged_tokens(entry: AccessRecord) -> int | None:
     if entry.status >= 400:
         return 0
     return None
+
+
+def account(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
+    """A finished call's tokens: its usage settles its reservation; what it added to stored
+    state is remembered (limits.ContextSizes); a background run is kept until a later call
+    (a poll, a resumed stream, a cancel) sees it finished, and that call's ledger row carries
+    the run's usage, once. False when the record's tokens are no new use (a stored response
+    read again): its ledger row then carries none."""
+    request = call.request
+    if request is None or call.route is None:
+        return True
+    if request.resource is not None and request.resource.operation.family == "responses/{id}":
+        return settle_background(call, entry, limiter)
+    reservation = call.reservation
+    if reservation is None:
+        return True
+    used = charged_tokens(entry)
+    if used is not None:
+        limiter.settle(reservation, used)
+    if not 200 <= call.status < 300:
+        return True
+    cost, contexts = call.cost, limiter.contexts
+    charge = reservation.tokens if used is None else used
+    if request.resource is not None:
+        if cost.stored:
+            contexts.add(cost.stored, charge)
+        elif request.resource.operation.template == "conversations":
+            made = (parse_object(call.response_body) or {}).get("id")
+            if isinstance(made, str):
+                contexts.set(made, charge)
+        return True
+    if request.endpoint is not Endpoint.RESPONSES:
+        return True
+    made = call.stream.response_id if call.stream else None
+    if made is None:
+        made = (parse_object(call.response_body) or {}).get("id")
+    if not isinstance(made, str):
+        return True
+    contexts.set(made, charge)  # what a call continuing it makes Oracle read
+    if cost.conversation:
+        contexts.set(cost.conversation, charge)
+    if cost.background and used is None:
+        model = entry.model
+        limiter.background.started(made, BackgroundRun(reservation, model, cost.conversation))
+    return True
+
+
+def settle_background(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
+    """A call on a stored response (GET, a resumed stream, cancel, DELETE) that finds a
+    background run finished, with its usage: the run's reservation is settled with it, and this
+    call's record carries it (under the run's model). True when it did."""
+    resource = call.request.resource if call.request else None
+    if resource is None or resource.owner_id is None or not 200 <= call.status < 300:
+        return False
+    response_id = resource.owner_id
+    if resource.operation.method == "DELETE":  # gone: its estimate stands
+        limiter.background.forget(response_id)
+        return False
+    if call.stream is not None:
+        status = "completed" if call.stream.done else None
+    else:
+        status = (parse_object(call.response_body) or {}).get("status")
+    used = charged_tokens(entry) if entry.tokens_in is not None else None
+    run = limiter.background.finished(response_id, status, used is not None)
+    if run is None or used is None:
+        return False
+    limiter.settle(run.reservation, used)
+    limiter.contexts.set(response_id, used)
+    if run.conversation:  # the estimate it added becomes what Oracle counted
+        limiter.contexts.add(run.conversation, used - run.reservation.tokens)
+    entry.model = run.model
+    return True
+
+
+def parse_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = safejson.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None

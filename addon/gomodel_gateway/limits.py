@@ -6,18 +6,29 @@ Windows (wall-clock time, so that several gateways agree on them):
   share of the previous minute still inside the window. Smooth at minute boundaries (no double
   burst) at the memory of two counters.
 - tokens_per_day: the UTC calendar day; the budget is fresh at 00:00 UTC.
-A request counts when it is admitted. A call is admitted while the budget has room for one more
-token, and then reserves an estimate of its tokens (`estimate_tokens`), so that calls made at
-once cannot all pass on the same room; when the answer ends, Oracle's usage replaces the
-estimate (`Reservation.settle`). A call whose usage never comes (its client left mid-stream, a
-background response) keeps the estimate as its charge. A long answer can still overrun a budget:
-the next call is then refused.
+A request counts when it is admitted. A call that makes Oracle process tokens reserves an
+estimate of them (`estimate_tokens`), so that calls made at once cannot all pass on the same
+room; when the answer ends, Oracle's usage replaces the estimate (`Reservation.settle`). A
+background response's usage comes later, with the first poll, resumed stream or cancel that sees
+it finished (`BackgroundRuns`); a call whose usage never comes (its client left mid-stream, a
+run never looked at again) keeps the estimate as its charge.
+
+What the day's remaining budget must cover before a call is admitted (`needed_tokens`): what
+is stored for Oracle to read again (the stored context a call continues, as far as this gateway
+saw it grow: `ContextSizes`; the content a resource call adds) and the output limit the call
+sets; at least one token. Its own body and an unset output limit (DEFAULT_OUTPUT_ESTIMATE) are
+reserved but need not fit: such a call can overrun the budget once, by what it carries itself
+(bounded by the body size limit), and the next is refused. A resource call that stores content
+(conversation items, a file upload) reserves its body's tokens, and needs them all to fit: every
+call continuing that state makes Oracle read them again. Calls that read, cancel or delete
+stored state make Oracle process nothing: only request rates apply to them.
 
 Pure: the clock is passed in; the counters a decision reads come from `LocalCounters` here or
-from Redis (`shared_limits.py`).
+from Redis (`limiter.py`).
 """
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +41,25 @@ DAY = 86400
 BYTES_PER_TOKEN = 4  # a generous guess for a request body's tokens (JSON included)
 DEFAULT_OUTPUT_ESTIMATE = 1024  # tokens, for a call that sets no output limit
 OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+MAX_OUTPUT_LIMIT = 2**31 - 1  # what OpenAI accepts for an output limit
+# No number above this reaches a store (Redis counts in 64-bit integers): 10**12 tokens is
+# beyond any budget, and a million calls of it stay within Redis's range.
+MAX_TOKENS = 10**12
+CONTEXT_CAPACITY = 50_000  # stored ids whose context size is remembered (as affinity.py's)
+BACKGROUND_CAPACITY = 10_000  # background runs awaiting their usage
+# Resource calls that make Oracle store or process content, by (method, path template): the
+# rest read, cancel or delete stored state (resources.OPERATIONS).
+CONTENT_OPERATIONS = frozenset(
+    {
+        ("POST", "conversations"),
+        ("POST", "conversations/{id}/items"),
+        ("POST", "files"),
+        ("POST", "vector_stores/{id}/files"),
+        ("POST", "vector_stores/{id}/file_batches"),
+        ("POST", "vector_stores/{id}/search"),
+    }
+)
+TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,10 @@ class Limits:
     @property
     def counts_tokens(self) -> bool:
         return self.tokens_per_minute is not None or self.tokens_per_day is not None
+
+    def requests_only(self) -> "Limits":
+        """The limits of a call that makes Oracle process no tokens."""
+        return Limits(requests_per_minute=self.requests_per_minute)
 
 
 NO_LIMITS = Limits()
@@ -104,6 +138,8 @@ class Verdict:
     refusal: Refusal | None = None
     retry_after: float = 0.0  # seconds until the call would be admitted
     reservation: Reservation | None = None  # an admitted call's reserved tokens
+    needed: int = 1  # the tokens the day's budget had to cover
+    left: int | None = None  # of the day's budget, when the call did not fit in it
 
     @property
     def admitted(self) -> bool:
@@ -113,18 +149,59 @@ class Verdict:
 ADMITTED = Verdict()
 
 
-def estimate_tokens(body_size: int, document: Mapping[str, Any]) -> int:
-    """What a call may use, before Oracle says: its body's size in tokens, generously, plus its
-    output limit (or DEFAULT_OUTPUT_ESTIMATE)."""
-    output = next(
-        (
-            value
-            for name in OUTPUT_LIMITS
-            if isinstance(value := document.get(name), int) and not isinstance(value, bool)
-        ),
-        DEFAULT_OUTPUT_ESTIMATE,
-    )
-    return body_size // BYTES_PER_TOKEN + max(output, 0)
+def bounded(tokens: int) -> int:
+    return min(max(tokens, 0), MAX_TOKENS)
+
+
+def tokens_of(size: int) -> int:
+    """Bytes as tokens, generously (JSON and multipart included)."""
+    return bounded(size // BYTES_PER_TOKEN)
+
+
+def output_limit(document: Mapping[str, Any]) -> int | None:
+    """The output limit a call sets, if a whole number; 400 when it is beyond what OpenAI
+    accepts (such a number must not reach a store)."""
+    for name in OUTPUT_LIMITS:
+        value = document.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value > MAX_OUTPUT_LIMIT:
+                raise GatewayError(
+                    400,
+                    f"Invalid {name!r}: integer above maximum value. Expected a value <= "
+                    f"{MAX_OUTPUT_LIMIT}, but got {str(value)[:40]} instead.",
+                    param=name,
+                    code="integer_above_max_value",
+                )
+            return max(value, 0)
+    return None
+
+
+def estimate_tokens(body_size: int, document: Mapping[str, Any], stored: int = 0) -> int:
+    """What a model call may use, before Oracle says: its body's size in tokens, generously,
+    the `stored` context it continues, and its output limit (or DEFAULT_OUTPUT_ESTIMATE)."""
+    limit = output_limit(document)
+    output = DEFAULT_OUTPUT_ESTIMATE if limit is None else limit
+    return bounded(tokens_of(body_size) + bounded(stored) + output)
+
+
+def needed_tokens(document: Mapping[str, Any], stored: int = 0) -> int:
+    """What must fit in the day's remaining budget for a model call to be admitted: the stored
+    context it makes Oracle read again, and the output limit it sets; at least one token."""
+    return max(bounded(bounded(stored) + (output_limit(document) or 0)), 1)
+
+
+def conversation_of(document: Mapping[str, Any]) -> str | None:
+    """The conversation a responses call continues (an id, or an object with one)."""
+    conversation = document.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    return conversation if isinstance(conversation, str) else None
+
+
+def continued_ids(document: Mapping[str, Any]) -> list[str]:
+    """The stored state a responses call continues: its previous response, its conversation."""
+    found = (document.get("previous_response_id"), conversation_of(document))
+    return [value for value in found if isinstance(value, str)]
 
 
 def sliding(previous: int, current: int, buckets: Buckets) -> float:
@@ -149,11 +226,15 @@ def wait_for_room(previous: int, current: int, limit: int, buckets: Buckets) -> 
     return (1.0 - buckets.elapsed + needed) * MINUTE
 
 
-def decide(limits: Limits, counts: Counts, buckets: Buckets) -> Verdict:
-    """Admit a call, or say which limit refuses it and for how long. (The same test runs inside
-    Redis, in shared_limits.ADMIT_SCRIPT: keep both alike.)"""
-    if limits.tokens_per_day is not None and counts.tokens_today >= limits.tokens_per_day:
-        return Verdict(Refusal.TOKENS_PER_DAY, buckets.seconds_to_midnight)
+def decide(limits: Limits, counts: Counts, buckets: Buckets, needed: int = 1) -> Verdict:
+    """Admit a call, or say which limit refuses it and for how long. `needed` tokens must fit
+    in what is left of the day's budget. (The same test runs inside Redis, in
+    limiter.ADMIT_SCRIPT: keep both alike.)"""
+    budget = limits.tokens_per_day
+    if budget is not None and counts.tokens_today + needed > budget:
+        left = max(budget - counts.tokens_today, 0)
+        wait = buckets.seconds_to_midnight
+        return Verdict(Refusal.TOKENS_PER_DAY, wait, needed=needed, left=left)
     for refusal, limit, previous, current in (
         (
             Refusal.REQUESTS_PER_MINUTE,
@@ -180,10 +261,17 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
     retry = max(1, math.ceil(verdict.retry_after))
     headers = (("retry-after", str(retry)),)
     if verdict.refusal is Refusal.TOKENS_PER_DAY:  # hours away: SDKs should not wait for it
+        if verdict.left:  # some left, but not enough for this call
+            spent = (
+                f"has {verdict.left} of its {limits.tokens_per_day} tokens left for today "
+                f"(UTC), and this call needs about {verdict.needed} (the stored content it "
+                "makes Oracle read, or adds, and its output limit)"
+            )
+        else:
+            spent = f"has used its budget of {limits.tokens_per_day} tokens for today (UTC)"
         return GatewayError(
             429,
-            f"The key {key_name!r} has used its budget of {limits.tokens_per_day} tokens for "
-            f"today (UTC); it is fresh again in {retry} s, at 00:00 UTC.",
+            f"The key {key_name!r} {spent}; it is fresh again in {retry} s, at 00:00 UTC.",
             code="insufficient_quota",
             type="insufficient_quota",
             headers=(*headers, ("x-should-retry", "false")),
@@ -219,11 +307,13 @@ class LocalCounters:
             self.daily.get((name, buckets.day), 0),
         )
 
-    def admit(self, name: str, limits: Limits, now: float, reserve: int = 0) -> Verdict:
+    def admit(
+        self, name: str, limits: Limits, now: float, reserve: int = 0, needed: int = 1
+    ) -> Verdict:
         """Decide; an admitted call counts as a request and reserves `reserve` tokens."""
         buckets = Buckets.at(now)
         self.forget_before(buckets)
-        verdict = decide(limits, self.counts(name, buckets), buckets)
+        verdict = decide(limits, self.counts(name, buckets), buckets, needed)
         if not verdict.admitted:
             return verdict
         slot = (name, buckets.minute)
@@ -234,7 +324,7 @@ class LocalCounters:
 
     def settle(self, reservation: Reservation, used: int) -> None:
         """A call's usage replaces its reservation (in the buckets it was reserved in)."""
-        self.add_tokens(reservation, used - reservation.tokens)
+        self.add_tokens(reservation, bounded(used) - reservation.tokens)
 
     def add_tokens(self, reservation: Reservation, tokens: int) -> None:
         if tokens:
@@ -256,3 +346,64 @@ class LocalCounters:
         ):
             for slot in [slot for slot in table if slot[1] < oldest]:
                 del table[slot]
+
+
+class ContextSizes:
+    """The tokens of stored state (a conversation, a response chain) that a call continuing it
+    makes Oracle read, as far as this gateway saw it grow: Oracle's usage where it came, the
+    estimate otherwise. Bounded: the least recently used ids go first. An id not here (made
+    through another gateway, before a restart, or forgotten) counts as empty: its calls are
+    still charged Oracle's usage when it comes."""
+
+    def __init__(self, capacity: int = CONTEXT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.sizes: OrderedDict[str, int] = OrderedDict()
+
+    def of(self, ids: list[str]) -> int:
+        return bounded(sum(self.sizes.get(stored_id, 0) for stored_id in ids))
+
+    def set(self, stored_id: str, tokens: int) -> None:
+        self.sizes[stored_id] = bounded(tokens)
+        self.sizes.move_to_end(stored_id)
+        while len(self.sizes) > self.capacity:
+            self.sizes.popitem(last=False)
+
+    def add(self, stored_id: str, tokens: int) -> None:
+        self.set(stored_id, self.sizes.get(stored_id, 0) + tokens)
+
+
+@dataclass(frozen=True)
+class BackgroundRun:
+    """A background response admitted with an estimate, awaiting Oracle's usage."""
+
+    reservation: Reservation
+    model: str  # the model Oracle was asked for, for the ledger row that settles it
+    conversation: str | None  # the conversation it adds to, whose size its usage corrects
+
+
+class BackgroundRuns:
+    """Background responses by id, until a later call sees them finished (bounded: the oldest
+    go first, keeping their estimate as their charge)."""
+
+    def __init__(self, capacity: int = BACKGROUND_CAPACITY) -> None:
+        self.capacity = capacity
+        self.runs: OrderedDict[str, BackgroundRun] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def started(self, response_id: str, run: BackgroundRun) -> None:
+        self.runs[response_id] = run
+        while len(self.runs) > self.capacity:
+            self.runs.popitem(last=False)
+
+    def finished(self, response_id: str, status: Any, usage_known: bool) -> BackgroundRun | None:
+        """The run a later call saw in `status`: returned (and forgotten) once it is finished
+        with its usage; forgotten, its estimate standing, when it finished without usage."""
+        if status not in TERMINAL_STATUSES or response_id not in self.runs:
+            return None
+        run = self.runs.pop(response_id)
+        return run if usage_known else None
+
+    def forget(self, response_id: str) -> None:
+        self.runs.pop(response_id, None)
