@@ -18,7 +18,6 @@ from gomodel_gateway.limits import (
     Refusal,
     Reservation,
     Verdict,
-    continued_ids,
     decide,
     estimate_tokens,
     limit_error,
@@ -259,9 +258,3 @@ def test_a_background_run_is_settled_once_when_seen_finished_with_usage() -> Non
     for name in ("resp_c", "resp_d", "resp_e"):
         runs.started(name, BackgroundRun(reservation, "m", None))
     assert len(runs) == 2  # the oldest went first
-
-
-def test_continued_ids_are_read_from_the_parsed_body() -> None:
-    assert continued_ids(json.loads('{"previous_respons\\u0065_id": "resp_1"}')) == ["resp_1"]
-    assert continued_ids({"conversation": {"id": "conv_1"}}) == ["conv_1"]
-    assert continued_ids({"conversation": 5}) == []

@@ -25,8 +25,6 @@ from .limits import (
     BackgroundRun,
     ContextSizes,
     Reservation,
-    continued_ids,
-    conversation_of,
     estimate_tokens,
     needed_tokens,
     tokens_of,
@@ -136,12 +134,12 @@ def token_cost(request: Request, planned: Route, contexts: ContextSizes) -> Cost
     document = parse_object(body) or {}
     if planned.endpoint is not Endpoint.RESPONSES:  # chat: no stored state
         return Cost(reserve=estimate_tokens(len(body), document), needed=needed_tokens(document))
-    stored = contexts.of(continued_ids(document))
+    stored = contexts.of([value for _, value in planned.stored.followups])
     return Cost(
         reserve=estimate_tokens(len(body), document, stored),
         needed=needed_tokens(document, stored),
         background=document.get("background") is True,
-        conversation=conversation_of(document),
+        conversation=planned.stored.conversation,
     )
 
 

@@ -190,20 +190,6 @@ def needed_tokens(document: Mapping[str, Any], stored: int = 0) -> int:
     return max(bounded(bounded(stored) + (output_limit(document) or 0)), 1)
 
 
-def conversation_of(document: Mapping[str, Any]) -> str | None:
-    """The conversation a responses call continues (an id, or an object with one)."""
-    conversation = document.get("conversation")
-    if isinstance(conversation, dict):
-        conversation = conversation.get("id")
-    return conversation if isinstance(conversation, str) else None
-
-
-def continued_ids(document: Mapping[str, Any]) -> list[str]:
-    """The stored state a responses call continues: its previous response, its conversation."""
-    found = (document.get("previous_response_id"), conversation_of(document))
-    return [value for value in found if isinstance(value, str)]
-
-
 def sliding(previous: int, current: int, buckets: Buckets) -> float:
     """The sliding window's estimate of what the last 60 s used."""
     return previous * buckets.previous_weight + current

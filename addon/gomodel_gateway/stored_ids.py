@@ -31,6 +31,10 @@ class StoredIds:
     vector_stores: tuple[str, ...] = ()  # never created through the gateway: master keys only
 
     @property
+    def conversation(self) -> str | None:
+        return next((value for param, value in self.followups if param == "conversation"), None)
+
+    @property
     def all(self) -> list[str]:
         followed = [value for _, value in self.followups]
         return [*followed, *self.files, *self.containers, *self.vector_stores]
