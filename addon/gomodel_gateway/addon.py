@@ -320,9 +320,10 @@ class GoModel:
             assert key is not None  # admitted
             if not key.admin:  # the Oracle project is the provider's, not a client key's choice
                 call.client_headers = without_project(call.client_headers)
-            planned = await self.plan(call, call.request, content, key)
+            planned = self.plan(call, call.request, content, key)
             call.requested_model = planned.requested_model
             await self.check_key(call, key, planned)
+            planned = await self.reach_stored(call.request, planned, content, key)
             call.route = planned
             flow.metadata["gomodel"] = {
                 "client_url": call.client_url,
@@ -407,30 +408,39 @@ class GoModel:
         if cost.spends:
             call.reservation, call.cost = verdict.reservation, cost
 
-    async def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
-        """Where a call goes: a model call by its model (one continuing stored state, to the
-        state's owner); a stored resource's call to the resource's owner (resource_routing).
-        A client key reaches only the stored ids created with it, named in the path or, for a
-        model call, in the body (read once, by routing)."""
-        runtime, planned = self.runtime, None
-        if request.resource is None:
-            ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
-            inventory = runtime.inventory
-
-            def visible(model_id: str) -> bool:  # what a 404 may list to this key
-                return key.allows(*local.names_for_key(inventory, model_id))
-
-            planned = route(inventory, request, content, ask_usage, visible)
-        # One id at a time: a body naming many ids costs one ledger lookup past the key's own.
-        for resource_id in ids_named(request, planned, every=not key.admin):
-            await self.recall([resource_id])
-            check_owner(key, runtime.affinity, [resource_id])
+    def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
+        """Where a call goes, as far as the request alone tells: a model call by its model, a
+        stored resource's call to the resource's owner if known (resource_routing)."""
+        runtime = self.runtime
         if resource := request.resource:
             return route_resource(
                 runtime.inventory, runtime.affinity, call.method, resource, content
             )
-        assert planned is not None
-        return follow_owner(planned, runtime.affinity)
+        ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
+        inventory = runtime.inventory
+
+        def visible(model_id: str) -> bool:  # what a 404 may list to this key
+            return key.allows(*local.names_for_key(inventory, model_id))
+
+        return route(inventory, request, content, ask_usage, visible)
+
+    async def reach_stored(
+        self, request: Request, planned: Route, content: bytes, key: ClientKey
+    ) -> Route:
+        """A client key reaches only the stored ids created with it, named in the path or, for a
+        model call, in the body (read once, by routing); a call continuing stored state goes to
+        its owner. After admission: an id unknown here is looked up in the ledger, which may be
+        slow, and a key's requests past its rate limit must cost no lookup."""
+        affinity = self.runtime.affinity
+        # One id at a time: a body naming many ids costs one ledger lookup past the key's own.
+        for resource_id in ids_named(request, planned, every=not key.admin):
+            await self.recall([resource_id])
+            check_owner(key, affinity, [resource_id])
+        if resource := request.resource:  # its owner may just have been recalled
+            return route_resource(
+                self.runtime.inventory, affinity, planned.method, resource, content
+            )
+        return follow_owner(planned, affinity)
 
     async def recall(self, ids: list[str]) -> None:
         """Ids this gateway has not seen created may have been created through another gateway

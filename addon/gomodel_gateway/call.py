@@ -288,7 +288,11 @@ def account(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
     the run's usage, once. False when the record's tokens are no new use (a stored response
     read again): its ledger row then carries none."""
     request = call.request
-    if request is None or call.route is None:
+    if request is None:
+        return True
+    if call.route is None:  # refused after admission (a stored id not its own): nothing used
+        if call.reservation:
+            limiter.settle(call.reservation, 0)
         return True
     if request.resource is not None and request.resource.operation.family == "responses/{id}":
         return settle_background(call, entry, limiter)
