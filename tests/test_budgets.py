@@ -20,6 +20,7 @@ BACKGROUND_KEY = "gm-background-key-0c9e"
 SPENT_KEY = "gm-spent-key-77d2"
 RATED_KEY = "gm-rated-key-3be8"
 CHAIN_KEY = "gm-chain-key-5d40"
+PROBE_KEY = "gm-probe-key-91ab"
 BUDGETS_YAML = f"""
 server:
   master_keys: ["{MASTER_KEY}"]
@@ -29,6 +30,7 @@ server:
     spent: {{key: {SPENT_KEY}, tokens_per_day: 10, requests_per_minute: 20}}
     rated: {{key: {RATED_KEY}, requests_per_minute: 5, tokens_per_day: 1000000}}
     chain: {{key: {CHAIN_KEY}, tokens_per_day: 3000}}
+    probe: {{key: {PROBE_KEY}, tokens_per_day: 3000}}
 """
 WORDS = "word " * 1600  # 8,000 bytes: about 2,000 tokens at 4 bytes a token
 
@@ -199,3 +201,17 @@ def test_an_absurd_output_limit_is_a_400_and_the_limits_stay_shared(
     assert sample(text, "gomodel_limits_shared", store="redis") == 1
     assert sample(text, "gomodel_limit_store_errors_total") == 0
     assert "cannot be reached" not in gateway.log()
+
+
+def test_a_call_refused_for_another_keys_id_gives_its_reservation_back(budgets: Gateway) -> None:
+    """Stored ids are checked after admission (a key past its limits costs no ledger lookup);
+    a call refused there used nothing, so its reserved tokens return to the budget."""
+    theirs = openai_client(budgets, MASTER_KEY).responses.create(model=MODEL, input="hi")
+    probe = openai_client(budgets, PROBE_KEY)
+    for _ in range(3):  # each would reserve about 2,500 tokens of 3,000
+        with pytest.raises(openai.NotFoundError):
+            probe.responses.create(
+                model=MODEL, input="hi", previous_response_id=theirs.id, max_output_tokens=2500
+            )
+    answer = probe.responses.create(model=MODEL, input="hi", max_output_tokens=2900)
+    assert answer.id
