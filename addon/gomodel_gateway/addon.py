@@ -260,7 +260,7 @@ class GoModel:
     def refuse_unread(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
         """Refuse a request from its headers without reading its body (see relay.py): the
         body is dropped as it arrives and the connection closed after the answer. (Before the
-        relay runs, as in unit tests, the body is read first.)"""
+        relay's port is taken, as in unit tests, the body is read first.)"""
         if not (may_have_body(flow.request) and self.runtime.relay.port):
             self.refuse(flow, call, error)
             return
@@ -302,7 +302,7 @@ class GoModel:
         if call is None or call.request is None or flow.response:
             return
         runtime = self.runtime
-        if runtime.is_running and not runtime.ready.is_set():  # came in as the proxy started
+        if runtime.starting:  # came in as the proxy started
             await runtime.ready.wait()
         try:
             if not call.request.goes_upstream:

@@ -85,6 +85,11 @@ class Runtime:
     def hosts(self) -> tuple[str, ...]:
         return self.settings.hosts
 
+    @property
+    def starting(self) -> bool:
+        """The proxy listens but the running hook is not done: calls wait for it."""
+        return (self.is_running or self.relay.reserved) and not self.ready.is_set()
+
     # -- mitmproxy hooks -----------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
@@ -95,6 +100,8 @@ class Runtime:
         contentviews.add(GoModelContentview)
 
     def configure(self, updated: set[str]) -> None:
+        if ctx.master.addons.get("proxyserver"):  # a port will open before `running` (relay.py)
+            self.relay.reserve()
         if updated & UPSTREAM_TLS_OPTIONS:
             self.ssl_context = None
         if updated & PROXY_OPTIONS:
