@@ -123,3 +123,25 @@ def test_memory_is_given_back_after_abandoned_streams(tmp_path: Path, chicago: S
     finally:
         chicago.reset()
         gateway.stop()
+
+
+def test_strangers_cannot_fill_the_log(tmp_path: Path, chicago: Simulator) -> None:
+    """300 connections each sending an unfinished 63 KiB head and closing: mitmproxy echoed
+    each head in its log (19.5 MB in 2 s); its lines are now clipped and rate-limited."""
+    gateway = start_gateway(
+        tmp_path, chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER), ca=chicago.ca
+    )
+    try:
+        time.sleep(1)
+        before = gateway.process.output.stat().st_size
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\nX-Pad: "
+        head += b"A" * (63 * 1024 - len(head))
+        for _ in range(300):
+            with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
+                connection.sendall(head)
+        time.sleep(2)
+        grown = gateway.process.output.stat().st_size - before
+        assert grown < 200_000, f"the log grew by {grown} bytes"
+        assert openai_client(gateway, MASTER).models.list().data  # still serving
+    finally:
+        gateway.stop()

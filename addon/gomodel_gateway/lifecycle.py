@@ -35,7 +35,12 @@ from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
 from .watch import watch_file
-from .workarounds import acyclic_typecheck, bound_request_heads, json_protocol_errors
+from .workarounds import (
+    acyclic_typecheck,
+    bound_connection_log,
+    bound_request_heads,
+    json_protocol_errors,
+)
 
 logger = logging.getLogger("gomodel")
 
@@ -95,6 +100,7 @@ class Runtime:
     def load(self, loader: Any) -> None:
         declare_options(loader)
         bound_request_heads()
+        bound_connection_log()
         json_protocol_errors()
         acyclic_typecheck()
         contentviews.add(GoModelContentview)
