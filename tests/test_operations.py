@@ -1,11 +1,16 @@
 """What the port does under operational abuse, end to end with a real mitmdump: the moment it
 opens, memory after abandoned calls, the log under strangers' garbage, a stuck ledger."""
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import openai
 from conftest import openai_client
 from processes import (
     ADDON,
@@ -17,6 +22,7 @@ from processes import (
     spawn,
     start_gateway,
 )
+from stores import start_postgres
 
 MASTER = "gm-ops-key-7c2a9e"
 NEVER_ENDING_UPLOAD = (
@@ -145,3 +151,87 @@ def test_strangers_cannot_fill_the_log(tmp_path: Path, chicago: Simulator) -> No
         assert openai_client(gateway, MASTER).models.list().data  # still serving
     finally:
         gateway.stop()
+
+
+def keyed_config(chicago: Simulator) -> str:
+    """Two client keys; Oracle named by a hostname (resolved in the event loop's default thread
+    pool), in allowlist mode (no discovery call before the first chat)."""
+    base_url = chicago.base_url().replace("127.0.0.1", "localhost")
+    return (
+        "providers:\n  oracle:\n    type: oracle\n"
+        f"    base_url: {base_url}\n    api_key: {chicago.api_key}\n"
+        "    models: [xai.grok-4]\n    models_mode: allowlist\n"
+        "server:\n  keys:\n    alpha: {key: gm-alpha-ops-1}\n    beta: {key: gm-beta-ops-2}\n"
+    )
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (PostgreSQL's postmaster and its backends)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sorted(tree)
+
+
+def test_a_stuck_ledger_delays_no_other_key(tmp_path: Path, chicago: Simulator) -> None:
+    """PostgreSQL stopped (SIGSTOP: connections hang, nothing fails): 24 calls of key alpha
+    naming ids this gateway never saw are looked up in the ledger, each waiting for it; key
+    beta's chat, which needs no lookup, used to wait 19.5 s behind them."""
+    server = start_postgres(tmp_path / "pg")
+    config = tmp_path / "gomodel.yaml"
+    config.write_text(keyed_config(chicago))
+    gateway = start_gateway(
+        tmp_path / "gw",
+        {},
+        "--set",
+        f"gomodel_config={config}",
+        "--set",
+        f"gomodel_usage_db={server.url}",
+        ca=chicago.ca,
+    )
+    assert server.process is not None
+    stopped: list[int] = []
+    try:
+        gateway.process.wait_for("usage ledger at")
+        alpha, beta = (
+            openai_client(gateway, "gm-alpha-ops-1"),
+            openai_client(gateway, "gm-beta-ops-2"),
+        )
+        assert beta.models.list().data  # answered by the gateway: no call to Oracle yet
+        stopped = process_tree(server.process.popen.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+
+        def look_up(number: int) -> None:
+            with contextlib.suppress(openai.APIError):
+                alpha.with_options(max_retries=0, timeout=60).responses.retrieve(
+                    f"resp_unknown{number:04d}"
+                )
+
+        with ThreadPoolExecutor(24) as pool:
+            lookups = [pool.submit(look_up, number) for number in range(24)]
+            time.sleep(0.5)  # all 24 waiting for the ledger
+            started = time.monotonic()
+            beta.with_options(max_retries=0).chat.completions.create(
+                model="xai.grok-4", messages=[{"role": "user", "content": "hi"}]
+            )
+            waited = time.monotonic() - started
+            for lookup in lookups:
+                lookup.result()
+        assert waited < 2.0, f"key beta's chat waited {waited:.1f}s"
+        assert gateway.log().count("stored id") <= 1  # a warning per failure before, now throttled
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        gateway.stop()
+        server.stop()

@@ -435,7 +435,7 @@ class GoModel:
             return
         for resource_id in ids:
             unknown = affinity.owner(resource_id) is None
-            if unknown and (found := await asyncio.to_thread(ledger.find_resource, resource_id)):
+            if unknown and (found := await ledger.lookup(resource_id)):
                 affinity.seed([found])
 
     def learn(self, call: Call, document: dict[str, Any] | None) -> None:
