@@ -30,7 +30,14 @@ from .ledger import Ledger, Target, gateway_id, open_ledger, redact_url
 from .limiter import Limiter
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
-from .options import OPTION_NAMES, Settings, declare_options, read_settings
+from .options import (
+    FROM_ENVIRONMENT,
+    OPTION_NAMES,
+    Settings,
+    declare_options,
+    options_showing_passwords,
+    read_settings,
+)
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
@@ -143,6 +150,13 @@ class Runtime:
                 "gomodel: listening on %s without a gateway key: anyone who can reach this port "
                 "can use your Oracle key; set GOMODEL_MASTER_KEY or server.keys",
                 ctx.options.listen_host or "all interfaces",
+            )
+        for option in options_showing_passwords():
+            logger.warning(
+                "gomodel: the option %s holds a password, which mitmweb's /options and the "
+                "command line (ps) show; set the environment variable %s instead",
+                option,
+                FROM_ENVIRONMENT[option][0],
             )
         if self.upstream_proxy:
             logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
