@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from fake_oracle import Answer, FakeOracle, completion
 from gomodel_gateway.addon import GoModel
 from gomodel_gateway.options import holds_password
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons
+from test_addon import CHAT, gateway_flow, with_gateway
 
 
 def configured(tmp_path: Path, **options: str) -> GoModel:
@@ -82,3 +84,31 @@ def test_a_password_in_an_option_is_warned_about_at_start_up(
     asyncio.run(start())
     assert "gomodel_redis_url holds a password" in caplog.text
     assert "GOMODEL_REDIS_URL" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_a_call_admitted_before_its_key_is_revoked_is_refused_after(tmp_path: Path) -> None:
+    """An upload under way when a reload removes its key: refused once its body is in (it
+    used to be served)."""
+    config = tmp_path / "gomodel.yaml"
+
+    def keys(*names: str) -> None:
+        listed = "".join(f"    {name}: {{key: gm-{name}-key}}\n" for name in names)
+        config.write_text(config.read_text().split("server:")[0] + "server:\n  keys:\n" + listed)
+
+    async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
+        keys("alpha", "beta")
+        gateway.runtime.reload_config_file()
+        chat = {"model": "xai.grok-4", "messages": [{"role": "user", "content": "hi"}]}
+        revoked = gateway_flow("POST", CHAT, chat, authorization="Bearer gm-alpha-key")
+        kept = gateway_flow("POST", CHAT, chat, authorization="Bearer gm-beta-key")
+        gateway.requestheaders(revoked)
+        gateway.requestheaders(kept)
+        keys("beta")
+        gateway.runtime.reload_config_file()
+        await gateway.request(revoked)
+        await gateway.request(kept)
+        assert revoked.response is not None and revoked.response.status_code == 401
+        assert kept.response is not None and kept.response.status_code == 200
+        assert len(oracle.received) == 1
+
+    with_gateway(tmp_path, scenario, Answer(body=completion("xai.grok-4")))

@@ -47,7 +47,15 @@ from .exposure import (
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
 from .idle import IdleConnections
-from .keys import ANONYMOUS_KEY, REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
+from .keys import (
+    ANONYMOUS_KEY,
+    REPLAY_KEY,
+    ClientKey,
+    KeyRing,
+    admins_only,
+    invalid_key,
+    model_not_allowed,
+)
 from .lifecycle import Runtime
 from .limits import estimate_tokens, limit_error
 from .relay import REFUSAL_PATH
@@ -305,6 +313,8 @@ class GoModel:
         if runtime.starting:  # came in as the proxy started
             await runtime.ready.wait()
         try:
+            if call.key is not None:  # a reload may have revoked it while the body came in
+                call.key = current_key(call.key, runtime.config.keys)
             if not call.request.goes_upstream:
                 self.answer_locally(flow, call, call.request)
                 return
@@ -689,6 +699,17 @@ class GoModel:
             ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise
+
+
+def current_key(key: ClientKey, ring: KeyRing) -> ClientKey:
+    """The key a call was admitted with, as the configuration has it now (its models and
+    limits may have changed); invalid_key once it is revoked."""
+    if key is REPLAY_KEY or (key is ANONYMOUS_KEY and not ring.required):
+        return key
+    for configured in ring.keys:
+        if configured.digest == key.digest and key.digest:
+            return configured
+    raise invalid_key()
 
 
 def restore_replay(flow: http.HTTPFlow) -> bool:
