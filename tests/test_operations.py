@@ -235,3 +235,75 @@ def test_a_stuck_ledger_delays_no_other_key(tmp_path: Path, chicago: Simulator) 
                 os.kill(pid, signal.SIGCONT)
         gateway.stop()
         server.stop()
+
+
+def request_on(connection: socket.socket, raw: bytes) -> bytes:
+    connection.sendall(raw)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer_complete(answer):
+        if not (chunk := connection.recv(65536)):
+            raise ConnectionResetError("closed by the proxy")
+        answer += chunk
+    return answer
+
+
+def answer_complete(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def closed_within(connection: socket.socket, seconds: float) -> bool:
+    connection.settimeout(seconds)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_a_client_keys_local_calls_do_not_hold_a_connection(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    """One GET /v1/models per connection used to make it the key's to keep for ever; a call
+    sent to Oracle still does."""
+    config = tmp_path / "gomodel.yaml"
+    config.write_text(keyed_config(chicago))
+    gateway = start_gateway(
+        tmp_path / "gw",
+        {},
+        "--set",
+        f"gomodel_config={config}",
+        "--set",
+        "gomodel_usage_db=off",
+        "--set",
+        "gomodel_idle_timeout=1",
+        ca=chicago.ca,
+    )
+    authorization = b"Host: gomodel.local\r\nAuthorization: Bearer gm-alpha-ops-1\r\n"
+    chat = json.dumps({"model": "xai.grok-4", "messages": [{"role": "user", "content": "hi"}]})
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", gateway.port)) as listing,
+            socket.create_connection(("127.0.0.1", gateway.port)) as chatting,
+        ):
+            models = request_on(listing, b"GET /v1/models HTTP/1.1\r\n" + authorization + b"\r\n")
+            assert models.startswith(b"HTTP/1.1 200")
+            answer = request_on(
+                chatting,
+                b"POST /v1/chat/completions HTTP/1.1\r\n"
+                + authorization
+                + f"Content-Type: application/json\r\nContent-Length: {len(chat)}\r\n\r\n".encode()
+                + chat.encode(),
+            )
+            assert answer.startswith(b"HTTP/1.1 200")
+            assert closed_within(listing, 5)
+            assert not closed_within(chatting, 2.5)  # the key holder's to keep
+    finally:
+        gateway.stop()

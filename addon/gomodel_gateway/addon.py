@@ -201,7 +201,10 @@ class GoModel:
             self.refuse_unread(flow, call, e)
             return
         if call.key is not None:  # a stranger's /health does not hold the connection open
-            self.idle.call_started(flow.client_conn.id, flow.id, call.key is not ANONYMOUS_KEY)
+            # A master key's connection is its holder's to keep; a client key's, once a call
+            # of its went to Oracle (see request).
+            keyed = call.key.admin and call.key is not ANONYMOUS_KEY
+            self.idle.call_started(flow.client_conn.id, flow.id, keyed)
 
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         return is_gateway_request(
@@ -343,6 +346,9 @@ class GoModel:
                 "endpoint": planned.endpoint.value,
                 "stream": planned.stream,
             }
+            # Sent to Oracle with a gateway key: the connection is its client's to keep (a
+            # client key's locally answered or refused calls do not hold it).
+            self.idle.call_started(flow.client_conn.id, flow.id, key is not ANONYMOUS_KEY)
             if planned.stream:
                 call.relay_path = runtime.relay.register(call)
                 self.point_at_relay(flow, call, call.relay_path)
