@@ -1,5 +1,6 @@
 """The usage ledger on real SQLite files and real PostgreSQL servers, and scripts/usage."""
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -336,6 +337,26 @@ def test_resources_are_remembered_and_loaded_most_recent_first(ledger_target: st
         assert restarted.find_resource("file_2") is None
     finally:
         restarted.close()
+
+
+def test_lookups_find_stored_ids_and_answer_unknown_ones_with_none(
+    ledger_target: str,
+) -> None:
+    ledger = open_ledger(ledger_target, flush_seconds=0.05)
+    try:
+        ledger.remember_resource("resp_1", "oracle", "response", "ci")
+        deadline = time.monotonic() + 5
+        while ledger.written < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+        async def look_up() -> list[object]:
+            return [await ledger.lookup(id) for id in ("resp_1", "resp_2", "resp_1")]
+
+        owned = ("resp_1", "oracle", "response", "ci")
+        assert asyncio.run(look_up()) == [owned, None, owned]  # the second on the same thread
+    finally:
+        ledger.close()
 
 
 @pytest.mark.parametrize(

@@ -344,11 +344,16 @@ HAPROXY_CFG = Path(__file__).resolve().parents[1] / "docs" / "several-gateways" 
 LB_HOST = "gomodel.internal"
 
 
-def start_haproxy(workdir: Path, gateways: list[Gateway]) -> tuple[Process, int]:
-    """The README's HAProxy configuration, as shipped, in front of the gateways."""
+def haproxy_binary() -> str:
+    """HAProxy's path; the test skips without it (before it starts anything to clean up)."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(haproxy).exists():
         pytest.skip("haproxy is not installed; run scripts/install-stores (as root)")
+    return haproxy
+
+
+def start_haproxy(haproxy: str, workdir: Path, gateways: list[Gateway]) -> tuple[Process, int]:
+    """The README's HAProxy configuration, as shipped, in front of the gateways."""
     port = free_port()
     env = clean_env(
         GOMODEL_LISTEN=f"127.0.0.1:{port}",
@@ -371,6 +376,7 @@ def start_haproxy(workdir: Path, gateways: list[Gateway]) -> tuple[Process, int]
 def test_several_gateways_behind_haproxy_share_limits_and_one_ledger(
     tmp_path: Path, chicago: Simulator, redis_server, postgres_url: str
 ) -> None:
+    haproxy = haproxy_binary()
     flush(redis_server.url)
     shared = (
         f"--set=gomodel_redis_url={redis_server.url}",
@@ -378,20 +384,22 @@ def test_several_gateways_behind_haproxy_share_limits_and_one_ledger(
         f"--set=gomodel_hosts={LB_HOST}",
     )
     gateways = [start_team_gateway(tmp_path / name, chicago, *shared) for name in ("a", "b")]
-    balancer, port = start_haproxy(tmp_path, gateways)
-    try:
-        statuses = []
-        for _ in range(4):  # a connection each, so HAProxy spreads them over both gateways
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            body = json.dumps({"model": "xai.grok-4", "messages": HELLO})
-            headers = {"Host": LB_HOST, "Authorization": f"Bearer {CI_KEY}"}
-            connection.request("POST", "/v1/chat/completions", body, headers)
-            statuses.append(connection.getresponse().status)
-            connection.close()
-        rows = wait_for_rows(postgres_url, 3)
-        by_gateway = usage_report(postgres_url, "--by", "gateway")
+    try:  # the gateways stopped whatever fails, HAProxy's start included
+        balancer, port = start_haproxy(haproxy, tmp_path, gateways)
+        try:
+            statuses = []
+            for _ in range(4):  # a connection each, so HAProxy spreads them over both gateways
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                body = json.dumps({"model": "xai.grok-4", "messages": HELLO})
+                headers = {"Host": LB_HOST, "Authorization": f"Bearer {CI_KEY}"}
+                connection.request("POST", "/v1/chat/completions", body, headers)
+                statuses.append(connection.getresponse().status)
+                connection.close()
+            rows = wait_for_rows(postgres_url, 3)
+            by_gateway = usage_report(postgres_url, "--by", "gateway")
+        finally:
+            balancer.stop()
     finally:
-        balancer.stop()
         for gateway in gateways:
             gateway.stop()
     assert statuses == [200, 200, 200, 429]  # one limit of 3 per minute for both

@@ -2,11 +2,21 @@
 
 import gc
 import json
+import logging
 import typing
 from collections.abc import Iterator, Sequence
 
 import pytest
-from gomodel_gateway.workarounds import acyclic_typecheck, check_type, protocol_error
+from gomodel_gateway.workarounds import (
+    CONNECTION_LOGGER,
+    MAX_LOG_LINE,
+    BoundedLog,
+    LineBudget,
+    acyclic_typecheck,
+    bound_connection_log,
+    check_type,
+    protocol_error,
+)
 from mitmproxy import http
 from mitmproxy.utils import typecheck
 
@@ -91,3 +101,35 @@ def test_mitmproxys_413_speaks_of_the_gateways_limit() -> None:
     error = json.loads(body)["error"]
     assert error["code"] == "request_too_large"
     assert "gomodel_max_body_size" in error["message"] and "mitmproxy" not in error["message"]
+
+
+def test_a_line_budget_lets_a_burst_through_then_its_rate() -> None:
+    now = [0.0]
+    budget = LineBudget(rate=10.0, burst=3, clock=lambda: now[0])
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    assert budget.dropped == 2
+    now[0] = 0.1  # one line's worth
+    assert [budget.take(), budget.take()] == [True, False]
+    now[0] = 100.0  # never more than the burst
+    assert sum(budget.take() for _ in range(10)) == 3
+
+
+def test_connection_log_lines_are_clipped_counted_and_installed_once() -> None:
+    now = [0.0]
+    bounded = BoundedLog(LineBudget(rate=1.0, burst=1, clock=lambda: now[0]))
+    head = logging.LogRecord(
+        "mitmproxy.proxy.server", logging.INFO, "", 0, "head: %r", ("A" * 70_000,), None
+    )
+    assert bounded.filter(head)
+    assert len(head.getMessage()) < MAX_LOG_LINE + 40 and "more characters" in head.getMessage()
+    dropped = logging.LogRecord("mitmproxy.proxy.server", logging.INFO, "", 0, "x", None, None)
+    assert not bounded.filter(dropped)
+    now[0] = 1.0
+    after = logging.LogRecord("mitmproxy.proxy.server", logging.INFO, "", 0, "next", None, None)
+    assert bounded.filter(after)
+    assert after.getMessage() == "next (1 connection log lines dropped before this one)"
+
+    bound_connection_log()
+    bound_connection_log()
+    filters = logging.getLogger(CONNECTION_LOGGER).filters
+    assert sum(isinstance(f, BoundedLog) for f in filters) == 1

@@ -47,7 +47,15 @@ from .exposure import (
 )
 from .hosts import ip_address, is_gateway_request, is_listen_address
 from .idle import IdleConnections
-from .keys import ANONYMOUS_KEY, REPLAY_KEY, ClientKey, admins_only, invalid_key, model_not_allowed
+from .keys import (
+    ANONYMOUS_KEY,
+    REPLAY_KEY,
+    ClientKey,
+    KeyRing,
+    admins_only,
+    invalid_key,
+    model_not_allowed,
+)
 from .lifecycle import Runtime
 from .limits import limit_error
 from .relay import REFUSAL_PATH
@@ -193,7 +201,10 @@ class GoModel:
             self.refuse_unread(flow, call, e)
             return
         if call.key is not None:  # a stranger's /health does not hold the connection open
-            self.idle.call_started(flow.client_conn.id, flow.id, call.key is not ANONYMOUS_KEY)
+            # A master key's connection is its holder's to keep; a client key's, once a call
+            # of its went to Oracle (see request).
+            keyed = call.key.admin and call.key is not ANONYMOUS_KEY
+            self.idle.call_started(flow.client_conn.id, flow.id, keyed)
 
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         return is_gateway_request(
@@ -260,7 +271,7 @@ class GoModel:
     def refuse_unread(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
         """Refuse a request from its headers without reading its body (see relay.py): the
         body is dropped as it arrives and the connection closed after the answer. (Before the
-        relay runs, as in unit tests, the body is read first.)"""
+        relay's port is taken, as in unit tests, the body is read first.)"""
         if not (may_have_body(flow.request) and self.runtime.relay.port):
             self.refuse(flow, call, error)
             return
@@ -302,9 +313,11 @@ class GoModel:
         if call is None or call.request is None or flow.response:
             return
         runtime = self.runtime
-        if runtime.is_running and not runtime.ready.is_set():  # came in as the proxy started
+        if runtime.starting:  # came in as the proxy started
             await runtime.ready.wait()
         try:
+            if call.key is not None:  # a reload may have revoked it while the body came in
+                call.key = current_key(call.key, runtime.config.keys)
             if not call.request.goes_upstream:
                 self.answer_locally(flow, call, call.request)
                 return
@@ -334,6 +347,9 @@ class GoModel:
                 "endpoint": planned.endpoint.value,
                 "stream": planned.stream,
             }
+            # Sent to Oracle with a gateway key: the connection is its client's to keep (a
+            # client key's locally answered or refused calls do not hold it).
+            self.idle.call_started(flow.client_conn.id, flow.id, key is not ANONYMOUS_KEY)
             if planned.stream:
                 call.relay_path = runtime.relay.register(call)
                 self.point_at_relay(flow, call, call.relay_path)
@@ -450,7 +466,7 @@ class GoModel:
             return
         for resource_id in ids:
             unknown = affinity.owner(resource_id) is None
-            if unknown and (found := await asyncio.to_thread(ledger.find_resource, resource_id)):
+            if unknown and (found := await ledger.lookup(resource_id)):
                 affinity.seed([found])
 
     def learn(self, call: Call, document: dict[str, Any] | None) -> None:
@@ -703,6 +719,17 @@ class GoModel:
             ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id, counted))
         if not (call.request and call.request.endpoint is Endpoint.TRACES and not entry.error):
             self.runtime.settings.access_log.write(entry)  # trace batches: no noise
+
+
+def current_key(key: ClientKey, ring: KeyRing) -> ClientKey:
+    """The key a call was admitted with, as the configuration has it now (its models and
+    limits may have changed); invalid_key once it is revoked."""
+    if key is REPLAY_KEY or (key is ANONYMOUS_KEY and not ring.required):
+        return key
+    for configured in ring.keys:
+        if configured.digest == key.digest and key.digest:
+            return configured
+    raise invalid_key()
 
 
 def restore_replay(flow: http.HTTPFlow) -> bool:

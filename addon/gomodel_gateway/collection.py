@@ -9,13 +9,41 @@ mitmproxy's hundreds of thousands: a pause of the whole proxy.
 So once the proxy is up, the objects of its start are frozen out of collections (`gc.freeze`),
 which brings a full collection down to a few milliseconds, and one follows closed connections
 and finished calls, at most once per interval.
+
+What a collection frees, glibc's allocator keeps for later (the top of each arena, and blocks
+too small for their own mapping): after 400 abandoned 2 MiB calls RSS stayed 210 MiB above its
+start-up figure. So each collection is followed by `malloc_trim(0)`, which gives free pages
+back to the system (where the C library is glibc; elsewhere nothing).
 """
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Callable
 
 COLLECTION_INTERVAL = 1.0  # seconds
+
+
+def glibc_trim() -> Callable[[], object] | None:
+    """glibc's `malloc_trim(0)`, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
+TRIM = glibc_trim()
+
+
+def collect_and_trim() -> None:
+    gc.collect()
+    if TRIM is not None:
+        TRIM()
 
 
 class Collector:
@@ -23,7 +51,7 @@ class Collector:
         self,
         interval: float = COLLECTION_INTERVAL,
         loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.get_running_loop,
-        collect: Callable[[], object] = gc.collect,
+        collect: Callable[[], object] = collect_and_trim,
     ) -> None:
         self.interval, self.loop, self.collect = interval, loop, collect
         self.pending: asyncio.TimerHandle | None = None

@@ -7,10 +7,12 @@ While pass-through is closed, a client connection is closed once it has carried 
 for the idle timeout: the clock starts when the connection opens and again when a call ends, and
 stops while a call is in progress (a slow upload, a long stream), which is never cut. What a
 stranger sends (a refused request, `/health`, a request head that never ends) does not stop it.
-Once a connection has carried a call made with a gateway key, it is its client's to keep: the key
-holder is known, and an HTTP/2 answer may still be waiting for the client to read it when its
-call has ended for mitmproxy. (While pass-through is open, the gateway leaves connections alone:
-other hosts' tunnels and WebSockets may idle.)
+Once a connection has carried a call made with a master key, or one sent to Oracle with a
+client key, it is its client's to keep: the key holder is known, and an HTTP/2 answer may still
+be waiting for the client to read it when its call has ended for mitmproxy. A client key's call
+the gateway answers itself (`/v1/models`, a refusal) does not count: any client key could
+otherwise hold connections for ever, one such call each. (While pass-through is open, the
+gateway leaves connections alone: other hosts' tunnels and WebSockets may idle.)
 """
 
 import asyncio
@@ -47,8 +49,8 @@ class IdleConnections:
         self._arm(client_id)
 
     def call_started(self, client_id: str, flow_id: str, keyed: bool) -> None:
-        """An admitted call (`keyed`: made with a gateway key, not as anyone on a gateway
-        without keys)."""
+        """An admitted call (`keyed`: its connection is now its client's to keep; said again
+        for a call already started once it is sent to Oracle)."""
         if state := self.connections.get(client_id):  # not a replay's made-up client
             state.calls.add(flow_id)
             state.trusted = state.trusted or keyed

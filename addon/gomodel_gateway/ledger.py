@@ -5,10 +5,19 @@ database. One background thread writes the queue in batches, one transaction eac
 that is down costs rows only once the queue is full: the batch in hand is retried with backoff,
 and what does not fit is dropped and counted. Several gateways may share one ledger; each row
 names the gateway that wrote it.
+
+Owner lookups on the request path (`Ledger.lookup`) run on threads of their own (never the
+event loop's default pool, which DNS resolution shares), `LOOKUP_WORKERS` of them, each keeping
+one connection; each lookup is answered within `LOOKUP_SECONDS`, as "unknown" when the database
+does not answer in time. A stuck database thus costs the calls that need it a bounded wait, and
+no other call anything.
 """
 
+import asyncio
 import logging
+import math
 import os
+import queue
 import re
 import socket
 import sqlite3
@@ -16,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import closing, suppress
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -32,6 +42,8 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 LOG_INTERVAL_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 5
+LOOKUP_WORKERS = 2
+LOOKUP_SECONDS = 2.0  # the longest a call waits for one owner lookup
 SQLITE_BUSY_SECONDS = 10.0  # another gateway's transaction on the same file
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_LOCK = 0x676F6D6F  # pg_advisory_xact_lock key: gateways starting together create tables once
@@ -207,17 +219,22 @@ def check_postgres_url(url: str) -> None:
         raise ValueError(f"{target}: not a valid PostgreSQL URL: {reason}") from None
 
 
-def connect(target: Target) -> Any:
-    """A DB-API connection to an existing ledger (a SQLite file is never created here)."""
+def connect(target: Target, timeout: float | None = None) -> Any:
+    """A DB-API connection to an existing ledger (a SQLite file is never created here); with
+    `timeout`, connecting and each statement take at most about that long."""
     if target.dialect == "sqlite":
         uri = Path(target.location).as_uri() + "?mode=rw"
-        return sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_SECONDS)
+        return sqlite3.connect(uri, uri=True, timeout=timeout or SQLITE_BUSY_SECONDS)
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(target.location)
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     params.setdefault("application_name", "gomodel")
+    if timeout is not None:
+        params["connect_timeout"] = min(int(params["connect_timeout"]), math.ceil(timeout))
+        statement = f"-c statement_timeout={int(timeout * 1000)}"
+        params["options"] = f"{params.get('options', '')} {statement}".strip()
     return psycopg.connect(**params)
 
 
@@ -315,6 +332,62 @@ class Throttle:
         return True
 
 
+class LookupPool:
+    """Owner lookups on daemon threads (a thread stuck on a database that does not answer
+    never holds up the process's exit), each keeping one connection, reopened after an
+    error."""
+
+    def __init__(self, target: Target, workers: int = LOOKUP_WORKERS) -> None:
+        self.target = target
+        self.jobs: queue.SimpleQueue[tuple[str, Future[Owned | None]] | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"gomodel-lookup-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, id: str) -> "Future[Owned | None]":
+        future: Future[Owned | None] = Future()
+        self.jobs.put((id, future))
+        return future
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+    def _work(self) -> None:
+        connection = None
+        while (job := self.jobs.get()) is not None:
+            id, future = job
+            if not future.set_running_or_notify_cancel():  # its caller stopped waiting
+                continue
+            try:
+                connection = connection or connect(self.target, LOOKUP_SECONDS)
+                future.set_result(find_owner(connection, self.target, id))
+            except BaseException as error:
+                future.set_exception(error)
+                if connection is not None:
+                    with suppress(Exception):
+                        connection.close()
+                connection = None
+        if connection is not None:
+            with suppress(Exception):
+                connection.close()
+
+
+def find_owner(connection: Any, target: Target, id: str) -> Owned | None:
+    """One stored id's (id, provider, kind, key), or None; the read's transaction ended."""
+    sql = f'SELECT id, provider, kind, "key" FROM gomodel_resources WHERE id = {target.mark}'
+    try:
+        with closing(connection.cursor()) as cursor:
+            cursor.execute(sql, (id,))
+            row = cursor.fetchone()
+    finally:
+        connection.rollback()
+    return (row[0], row[1], row[2], row[3]) if row else None
+
+
 def retry_delay(failures: int) -> float:
     return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1))
 
@@ -352,6 +425,8 @@ class Ledger:
         self._dropped_lock = threading.Lock()
         self._full_log = Throttle()
         self._error_log = Throttle()
+        self._lookup_log = Throttle()
+        self._lookups = LookupPool(target)
         self._transient = transient_errors(target)
         self._thread = threading.Thread(target=self._run, name="gomodel-ledger", daemon=True)
         self._thread.start()
@@ -395,6 +470,24 @@ class Ledger:
         found = self._owned(f"WHERE id = {self.target.mark}", (id,))
         return found[0] if found else None
 
+    async def lookup(self, id: str) -> Owned | None:
+        """`find_resource` for the request path (see the module's docstring): None when
+        unknown, or when the ledger did not answer within LOOKUP_SECONDS (logged, throttled)."""
+        future = self._lookups.submit(id)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), LOOKUP_SECONDS)
+        except TimeoutError:
+            reason = f"no answer within {LOOKUP_SECONDS:.0f}s"
+        except database_errors(self.target) as error:
+            reason = self.target.scrub(str(error))
+        if self._lookup_log.due():
+            logger.warning(
+                "usage ledger: could not look up a stored id in %s, taken as unknown: %s",
+                self.target,
+                reason,
+            )
+        return None
+
     def _owned(self, condition: str, params: tuple[Any, ...]) -> list[Owned]:
         sql = f'SELECT id, provider, kind, "key" FROM gomodel_resources {condition}'
         try:
@@ -414,6 +507,7 @@ class Ledger:
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what can be written within `timeout` seconds, then stop the writer."""
+        self._lookups.close()
         self._closing.set()
         self._wake.set()
         self._thread.join(timeout)

@@ -30,12 +30,24 @@ from .ledger import Ledger, Target, gateway_id, open_ledger, redact_url
 from .limiter import Limiter
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
-from .options import OPTION_NAMES, Settings, declare_options, read_settings
+from .options import (
+    FROM_ENVIRONMENT,
+    OPTION_NAMES,
+    Settings,
+    declare_options,
+    options_showing_passwords,
+    read_settings,
+)
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
 from .watch import watch_file
-from .workarounds import acyclic_typecheck, bound_request_heads, json_protocol_errors
+from .workarounds import (
+    acyclic_typecheck,
+    bound_connection_log,
+    bound_request_heads,
+    json_protocol_errors,
+)
 
 logger = logging.getLogger("gomodel")
 
@@ -85,16 +97,24 @@ class Runtime:
     def hosts(self) -> tuple[str, ...]:
         return self.settings.hosts
 
+    @property
+    def starting(self) -> bool:
+        """The proxy listens but the running hook is not done: calls wait for it."""
+        return (self.is_running or self.relay.reserved) and not self.ready.is_set()
+
     # -- mitmproxy hooks -----------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
         declare_options(loader)
         bound_request_heads()
+        bound_connection_log()
         json_protocol_errors()
         acyclic_typecheck()
         contentviews.add(GoModelContentview)
 
     def configure(self, updated: set[str]) -> None:
+        if ctx.master.addons.get("proxyserver"):  # a port will open before `running` (relay.py)
+            self.relay.reserve()
         if updated & UPSTREAM_TLS_OPTIONS:
             self.ssl_context = None
         if updated & PROXY_OPTIONS:
@@ -130,6 +150,13 @@ class Runtime:
                 "gomodel: listening on %s without a gateway key: anyone who can reach this port "
                 "can use your Oracle key; set GOMODEL_MASTER_KEY or server.keys",
                 ctx.options.listen_host or "all interfaces",
+            )
+        for option in options_showing_passwords():
+            logger.warning(
+                "gomodel: the option %s holds a password, which mitmweb's /options and the "
+                "command line (ps) show; set the environment variable %s instead",
+                option,
+                FROM_ENVIRONMENT[option][0],
             )
         if self.upstream_proxy:
             logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)

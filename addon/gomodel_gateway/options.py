@@ -3,12 +3,19 @@
 Every option is a string parsed here: mitmproxy silently unloads a script when a `--set` value
 does not parse for an option's declared type, and a misspelled or malformed value must stop the
 gateway with a message instead.
+
+The Redis and PostgreSQL URLs may hold a password, which an option shows to anyone who sees
+mitmweb's /options or the process's command line (`ps`): they may come from the environment
+instead (`GOMODEL_REDIS_URL`, `GOMODEL_USAGE_DB`), used when the option is left at its
+default, and the gateway warns at start-up about a password in an option.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx
 
@@ -17,12 +24,17 @@ from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
 from .idle import DEFAULT_IDLE_TIMEOUT, parse_idle_timeout
-from .ledger import DEFAULT_USAGE_DB, Target, parse_target
+from .ledger import DEFAULT_USAGE_DB, Target, parse_target, postgres_passwords
 from .limiter import check_redis_url
 from .watch import Stamp, file_stamp
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+# option: (the environment variable it may come from, the option's default)
+FROM_ENVIRONMENT = {
+    "gomodel_redis_url": ("GOMODEL_REDIS_URL", ""),
+    "gomodel_usage_db": ("GOMODEL_USAGE_DB", DEFAULT_USAGE_DB),
+}
 
 # name, default, help
 OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -97,7 +109,9 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "Where the usage ledger (one row per call: time, key name, provider, models, endpoint, "
         "status, tokens, latency, opc-request-id) is kept: a SQLite file (created, WAL mode), a "
         "postgresql://user:password@host/db URL several gateways can share, or off. Rows are "
-        "written in batches off the request path; scripts/usage reports them.",
+        "written in batches off the request path; scripts/usage reports them. Left at its "
+        "default, the environment variable GOMODEL_USAGE_DB is used if set (a password there "
+        "is not shown by mitmweb or ps).",
     ),
     (
         "gomodel_redis_url",
@@ -105,7 +119,8 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "redis://[user:password@]host:port/db (or rediss://, unix://) to keep the client keys' "
         "rate-limit and budget counters in Redis, shared by every gateway using it. Empty: each "
         "gateway counts alone. When Redis cannot be reached, the gateway logs it and enforces "
-        "the limits alone until Redis answers again.",
+        "the limits alone until Redis answers again. Left empty, the environment variable "
+        "GOMODEL_REDIS_URL is used if set (a password there is not shown by mitmweb or ps).",
     ),
     (
         "gomodel_idle_timeout",
@@ -177,8 +192,8 @@ def read_settings(reload: bool = False) -> Settings:
         passthrough = parse_passthrough(ctx.options.gomodel_passthrough)
         list_aliases_only = parse_listing(ctx.options.gomodel_list_models)
         allowed_origins = parse_origins(ctx.options.gomodel_allowed_origins)
-        redis_url = parse_redis_url(ctx.options.gomodel_redis_url)
-        usage_db = parse_usage_db(ctx.options.gomodel_usage_db)
+        redis_url = parse_redis_url(option_or_environment("gomodel_redis_url", os.environ))
+        usage_db = parse_usage_db(option_or_environment("gomodel_usage_db", os.environ))
         idle_timeout = parse_idle_timeout(ctx.options.gomodel_idle_timeout)
     except ValueError as e:
         raise ConfigError(f"option {e}") from e
@@ -205,6 +220,30 @@ def read_settings(reload: bool = False) -> Settings:
         usage_db,
         idle_timeout,
     )
+
+
+def option_or_environment(option: str, environ: Mapping[str, str]) -> str:
+    """The option's value, or its environment variable's while the option is at its default."""
+    variable, default = FROM_ENVIRONMENT[option]
+    value = getattr(ctx.options, option)
+    from_environment = environ.get(variable, "").strip()
+    return from_environment if from_environment and value == default else value
+
+
+def holds_password(url: str) -> bool:
+    """A URL with a password in it (its user part, or a PostgreSQL password= parameter)."""
+    try:
+        if urlsplit(url.strip()).password:
+            return True
+    except ValueError:
+        return False
+    return bool(postgres_passwords(url.strip()))
+
+
+def options_showing_passwords() -> list[str]:
+    """The options whose value (shown by mitmweb's /options and on the command line) holds a
+    password."""
+    return [option for option in FROM_ENVIRONMENT if holds_password(getattr(ctx.options, option))]
 
 
 def parse_usage_db(value: str) -> Target | None:

@@ -15,11 +15,17 @@ Refusals: mitmproxy reads a request's whole body before it sends a response an a
 request refused from its headers alone (no key, too large...) is streamed here instead, its body
 dropped chunk by chunk, and answered at once; the relay then closes the connection, and
 mitmproxy closes the client's after the answer, so the rest of the body is never read.
+
+mitmproxy opens its port before the addon's `running` hook starts this server, so the relay's
+port is taken earlier (`reserve`, from `configure`): a request refused in those first
+milliseconds is pointed at it too, and waits in the listening socket's backlog until the server
+runs, instead of having its body read (a body that never ends was never answered).
 """
 
 import asyncio
 import logging
 import secrets
+import socket
 
 from aiohttp import web
 
@@ -36,6 +42,7 @@ PATH_PREFIX = "/gomodel-relay/"
 REFUSAL_PATH = "/gomodel-refusal"
 UNCLAIMED_JOB_SECONDS = 30.0
 MAX_PENDING_BYTES = 64 * 1024 * 1024
+BACKLOG = 128  # aiohttp's own default
 
 
 def waiting_size(call: Call) -> int:
@@ -60,11 +67,28 @@ class StreamRelay:
         self.expiries: dict[str, asyncio.TimerHandle] = {}
         self.pending_bytes = 0
         self.runner: web.AppRunner | None = None
+        self.listening: socket.socket | None = None
         self.port = 0
+
+    @property
+    def reserved(self) -> bool:
+        """The port is taken: connections to it are served once `start` has run."""
+        return self.listening is not None
+
+    def reserve(self) -> None:
+        """Take the relay's port now, before the server runs (idempotent)."""
+        if self.listening is not None:
+            return
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(BACKLOG)
+        self.listening, self.port = listening, listening.getsockname()[1]
 
     async def start(self) -> None:
         if self.runner is not None:
             return
+        self.reserve()
+        assert self.listening is not None
         app = web.Application()
         app.router.add_post(PATH_PREFIX + "{token}", self.handle)
         app.router.add_get(PATH_PREFIX + "{token}", self.handle)  # a stored response's stream
@@ -75,10 +99,9 @@ class StreamRelay:
             app, access_log=None, handle_signals=False, handler_cancellation=True
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.SockSite(runner, self.listening, backlog=BACKLOG)
         await site.start()
         self.runner = runner
-        self.port = runner.addresses[0][1]
 
     async def stop(self) -> None:
         for token in list(self.jobs):
@@ -86,6 +109,9 @@ class StreamRelay:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.listening is not None:
+            self.listening.close()
+            self.listening = None
 
     def register(self, call: Call) -> str:
         """The path mitmproxy must POST to for this call (usable once); 503 when too much

@@ -24,14 +24,23 @@ from outside.
   8.6 MiB call left about 26 MiB behind until then (9 MiB of it here, the rest in mitmproxy's
   connections: see collection.py), so memory grew with each large call.
   `acyclic_typecheck` puts in a copy of the check that raises its errors without keeping them.
+- **A log anyone can fill.** mitmproxy's connection log (logger `mitmproxy.proxy.server`, where
+  every layer's messages go) echoes what a client sent: "Client closed connection before
+  completing request headers: {buf!r}" repeats an unfinished head whole, so 300 connections
+  sending 63 KiB each and closing wrote 19.5 MB in 2 s. `bound_connection_log` installs a filter
+  on that logger that clips each line to `MAX_LOG_LINE` characters and lets at most
+  `LOG_LINES_PER_SECOND` lines through on average (bursts of `LOG_LINE_BURST`), saying how many
+  it dropped. The gateway's own access log ("gomodel") is not touched.
 - **Errors mitmproxy answers itself** on HTTP/1 (a body past `body_size_limit`, a request it
   cannot parse, a server it cannot reach) are an HTML page that may echo the request line.
   `json_protocol_errors` makes them OpenAI-shaped JSON, like every other answer of the gateway.
 """
 
+import logging
+import time
 import types
 import typing
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from mitmproxy import connection, http
@@ -44,6 +53,10 @@ from mitmproxy.utils import typecheck
 from .errors import clip_for_message, error_body
 
 MAX_REQUEST_HEAD = 64 * 1024
+CONNECTION_LOGGER = "mitmproxy.proxy.server"
+MAX_LOG_LINE = 200  # characters
+LOG_LINES_PER_SECOND = 50.0
+LOG_LINE_BURST = 200
 
 
 def close_socket(proxyserver: Any, client_id: str, closed: connection.Connection | None) -> bool:
@@ -162,3 +175,55 @@ def check_type(name: str, value: Any, typeinfo: Any) -> None:
 def acyclic_typecheck() -> None:
     """Put `check_type` in place of mitmproxy's check (idempotent)."""
     typecheck.check_option_type = check_type
+
+
+class LineBudget:
+    """A token bucket: `rate` lines a second on average, `burst` at once; clock injected."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.updated = float(burst), clock()
+        self.dropped = 0
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            self.dropped += 1
+            return False
+        self.tokens -= 1
+        return True
+
+
+def clip_line(text: str, limit: int = MAX_LOG_LINE) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+class BoundedLog(logging.Filter):
+    """Lines clipped, and dropped past the budget (the next line let through says how many)."""
+
+    def __init__(self, budget: LineBudget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.budget.take():
+            return False
+        message = clip_line(record.getMessage())
+        if dropped := self.budget.dropped:
+            self.budget.dropped = 0
+            message = f"{message} ({dropped} connection log lines dropped before this one)"
+        record.msg, record.args = message, None
+        return True
+
+
+def bound_connection_log() -> None:
+    """Put a `BoundedLog` on mitmproxy's connection log (idempotent)."""
+    logger = logging.getLogger(CONNECTION_LOGGER)
+    if not any(isinstance(f, BoundedLog) for f in logger.filters):
+        logger.addFilter(
+            BoundedLog(LineBudget(LOG_LINES_PER_SECOND, LOG_LINE_BURST, time.monotonic))
+        )
