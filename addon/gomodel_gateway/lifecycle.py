@@ -87,6 +87,7 @@ class Runtime:
         # meanwhile wait for it (the relay, the ledger and the owners of stored resources read
         # back from it).
         self.ready = asyncio.Event()
+        self.opens_port = False  # a proxy server will listen, so `running` will follow
         self.collector = Collector()
 
     @property
@@ -100,7 +101,7 @@ class Runtime:
     @property
     def starting(self) -> bool:
         """The proxy listens but the running hook is not done: calls wait for it."""
-        return (self.is_running or self.relay.reserved) and not self.ready.is_set()
+        return (self.is_running or self.opens_port) and not self.ready.is_set()
 
     # -- mitmproxy hooks -----------------------------------------------------------------------
 
@@ -115,6 +116,7 @@ class Runtime:
     def configure(self, updated: set[str]) -> None:
         if ctx.master.addons.get("proxyserver"):  # a port will open before `running` (relay.py)
             self.relay.reserve()
+            self.opens_port = True
         if updated & UPSTREAM_TLS_OPTIONS:
             self.ssl_context = None
         if updated & PROXY_OPTIONS:

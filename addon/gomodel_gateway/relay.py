@@ -70,11 +70,6 @@ class StreamRelay:
         self.listening: socket.socket | None = None
         self.port = 0
 
-    @property
-    def reserved(self) -> bool:
-        """The port is taken: connections to it are served once `start` has run."""
-        return self.listening is not None
-
     def reserve(self) -> None:
         """Take the relay's port now, before the server runs (idempotent)."""
         if self.listening is not None:
