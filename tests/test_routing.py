@@ -98,6 +98,23 @@ def test_wrong_method_names_the_allowed_one() -> None:
             "invalid_type",
             "stream_options",
         ),
+        # what Python reads and the JSON standard has not: another parser may read it otherwise
+        (b'{"model": "m.a", "messages": [], "temperature": NaN}', "invalid_json", None),
+        (b'{"model": "m.a", "messages": [], "top_p": -Infinity}', "invalid_json", None),
+        # output limits are whole numbers a budget can count and a store can hold
+        (b'{"model": "m.a", "messages": [], "max_tokens": 2000.0}', "invalid_type", "max_tokens"),
+        (
+            b'{"model": "m.a", "messages": [], "max_completion_tokens": 1e30}',
+            "invalid_type",
+            "max_completion_tokens",
+        ),
+        (b'{"model": "m.a", "messages": [], "max_tokens": "9"}', "invalid_type", "max_tokens"),
+        (b'{"model": "m.a", "messages": [], "max_tokens": true}', "invalid_type", "max_tokens"),
+        (
+            b'{"model": "m.a", "messages": [], "max_tokens": 2147483648}',
+            "integer_above_max_value",
+            "max_tokens",
+        ),
     ],
 )
 def test_bad_bodies_are_400_with_what_is_wrong(body: bytes, code: str, param) -> None:

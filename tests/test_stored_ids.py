@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from gomodel_gateway.errors import GatewayError
-from gomodel_gateway.stored_ids import StoredIds, stored_ids
+from gomodel_gateway.stored_ids import StoredIds, content_ids, stored_ids
 
 FILE = {"type": "input_file", "file_id": "file-a"}
 
@@ -84,6 +84,48 @@ def message(*content: dict[str, Any]) -> dict[str, Any]:
             },
             StoredIds((("previous_response_id", "resp_1"),), ("file-a",), (), ("vs_1",)),
         ),
+        # wherever Oracle may read a file from, whatever item holds it
+        ({"prompt": {"id": "pmpt_1", "variables": {"doc": FILE}}}, StoredIds(files=("file-a",))),
+        ({"instructions": [message(FILE)]}, StoredIds(files=("file-a",))),
+        ({"input": [message({"file_id": "file-u"})]}, StoredIds(files=("file-u",))),
+        ({"input": [message({**FILE, "type": "INPUT_FILE"})]}, StoredIds(files=("file-a",))),
+        ({"input": [message({"type": "input_x", "file_id": "f"})]}, StoredIds(files=("f",))),
+        (
+            {"tools": [{"type": "FILE_SEARCH", "vector_store_ids": ["vs_1"]}]},
+            StoredIds(vector_stores=("vs_1",)),
+        ),
+        (
+            {"tools": [{"type": "Code_Interpreter", "container": "cntr_1"}]},
+            StoredIds(containers=("cntr_1",)),
+        ),
+        # free-form data and an answer's citations given back attach no file
+        ({"metadata": {"file_id": "notes.txt"}}, StoredIds()),
+        (
+            {
+                "input": [
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [
+                            {
+                                "type": "output_text",
+                                "text": "see",
+                                "annotations": [{"type": "file_citation", "file_id": "f"}],
+                            }
+                        ],
+                    }
+                ]
+            },
+            StoredIds(),
+        ),
+        # items given by reference: their owner is not recorded
+        (
+            {"input": [{"type": "item_reference", "id": "msg_1"}]},
+            StoredIds(references=("msg_1",)),
+        ),
+        ({"input": [{"id": "msg_2"}]}, StoredIds(references=("msg_2",))),
+        ({"input": [{"type": "Item_Reference", "id": "msg_3"}]}, StoredIds(references=("msg_3",))),
+        ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, StoredIds()),
     ],
 )
 def test_what_a_responses_body_names(document: dict[str, Any], found: StoredIds) -> None:
@@ -122,6 +164,15 @@ def test_what_a_chat_body_names(document: dict[str, Any], found: StoredIds) -> N
         ({"input": [message({"type": "input_file", "File_Id": "file-a"})]}, "file_id"),
         ({"tools": [{"type": "file_search", "Vector_Store_Ids": ["vs_1"]}]}, "vector_store_ids"),
         ({"tools": [{"type": "code_interpreter", "Container": "cntr_1"}]}, "container"),
+        # what a lenient parser would read as one of them
+        ({"previous_response_id\u0000": "resp_1"}, "previous_response_id"),
+        ({"previousResponseId": "resp_1"}, "previous_response_id"),
+        ({"previous-response-id": "resp_1"}, "previous_response_id"),
+        ({"conversationId": "conv_1"}, "conversation_id"),
+        ({"input": [message({"type": "input_file", "fileId": "file-a"})]}, "file_id"),
+        ({"input": [message({"file_id\u200b": "file-a"})]}, "file_id"),
+        ({"input": [message({"FileIds": ["file-a"]})]}, "file_ids"),
+        ({"input": [{"type": "item_reference", "id": 5}]}, "input.id"),
         # values that are no ids are refused, not passed on unchecked
         ({"previous_response_id": "../x"}, "previous_response_id"),
         ({"previous_response_id": 5}, "previous_response_id"),
@@ -168,3 +219,17 @@ def test_a_body_nested_as_deep_as_the_parser_allows_is_walked() -> None:
     for _ in range(5000):
         deep = [deep]
     assert stored_ids({"input": deep}, responses=True).files == ("file-a",)
+
+
+@pytest.mark.parametrize(
+    ("document", "found"),
+    [
+        ({"items": [message(FILE)]}, StoredIds(files=("file-a",))),
+        ({"items": [message({"type": "input_text", "text": "hi"})]}, StoredIds()),
+        ({"items": [{"type": "item_reference", "id": "msg_1"}]}, StoredIds(references=("msg_1",))),
+        ({"name": "box", "file_ids": ["file-a", "file-b"]}, StoredIds(files=("file-a", "file-b"))),
+        ({"metadata": {"file_id": "notes.txt"}}, StoredIds()),
+    ],
+)
+def test_what_a_stored_resources_body_attaches(document: dict[str, Any], found: StoredIds) -> None:
+    assert content_ids(document) == found

@@ -543,3 +543,97 @@ def test_a_client_key_reaches_no_other_keys_state_whatever_the_body_says(
     } == {name: (400, name.lower()) for name in invalid}
     assert received_after == received_before  # none of it reached Oracle
     assert own == dict.fromkeys(own, 200)
+
+
+def test_another_keys_files_reach_oracle_through_no_stored_resource_or_reference(
+    tmp_path: Path, simulators, chicago: Simulator, shared_ca: Path
+) -> None:
+    """Files attached where a later call makes Oracle read them (conversation items, a
+    container's files, a prompt's variables, an untyped part), fields only a lenient parser
+    reads, and input items given by reference: refused before anything is sent."""
+    gateway = start_keyed(tmp_path, simulators, shared_ca)
+    try:
+        alpha = openai_client(gateway, "gm-alpha-7e2")
+        secret = alpha.files.create(file=("a.txt", b"ALPHA SECRET"), purpose="user_data")
+        answer = alpha.responses.create(model=MODEL, input="alpha's secret plan")
+        beta_talk = openai_client(gateway, "gm-beta-90d").conversations.create()
+        received_before = len(chicago.requests())
+        part = {"type": "input_file", "file_id": secret.id}
+        items = [{"type": "message", "role": "user", "content": [part]}]
+        model_call = {"model": MODEL, "input": "x"}
+        not_found = {
+            "conversation's items": ("/v1/conversations", {"items": items}),
+            "items added": (f"/v1/conversations/{beta_talk.id}/items", {"items": items}),
+            "container's files": ("/v1/containers", {"name": "b", "file_ids": [secret.id]}),
+            "prompt variables": (
+                "/v1/responses",
+                {**model_call, "prompt": {"id": "pmpt_1", "variables": {"doc": part}}},
+            ),
+            "instructions as items": ("/v1/responses", {**model_call, "instructions": items}),
+            "untyped part": (
+                "/v1/responses",
+                {"model": MODEL, "input": [{"role": "user", "content": [{"file_id": secret.id}]}]},
+            ),
+            "type in capitals": (
+                "/v1/responses",
+                {
+                    "model": MODEL,
+                    "input": [{"role": "user", "content": [{**part, "type": "INPUT_FILE"}]}],
+                },
+            ),
+        }
+        answers = {
+            name: post_raw(gateway, "gm-beta-90d", path, json.dumps(body).encode())
+            for name, (path, body) in not_found.items()
+        }
+        lenient = {  # what only a lenient parser reads as a guarded field
+            "previous_response_id": f'{{"model": "{MODEL}", "input": "x", '
+            f'"previous_response_id\\u0000": "{answer.id}"}}',
+            "previous_response_id ": json.dumps({**model_call, "previousResponseId": answer.id}),
+            "file_id": json.dumps(
+                {"model": MODEL, "input": [{"role": "user", "content": [{"fileId": secret.id}]}]}
+            ),
+            "max_output_tokens": json.dumps({**model_call, "max_output_tokens": 5000.0}),
+            "NaN": f'{{"model": "{MODEL}", "input": "x", "temperature": NaN}}',
+        }
+        lenient_answers = {
+            name: post_raw(gateway, "gm-beta-90d", "/v1/responses", body.encode())
+            for name, body in lenient.items()
+        }
+        reference = {"type": "item_reference", "id": "msg_someone"}
+        referenced = {
+            "item_reference": ("/v1/responses", {"model": MODEL, "input": [reference]}),
+            "bare reference": ("/v1/responses", {"model": MODEL, "input": [{"id": "msg_x"}]}),
+            "referenced item": (
+                f"/v1/conversations/{beta_talk.id}/items",
+                {"items": [reference]},
+            ),
+        }
+        referenced_answers = {
+            name: post_raw(gateway, "gm-beta-90d", path, json.dumps(body).encode())
+            for name, (path, body) in referenced.items()
+        }
+        received_after = len(chicago.requests())
+        own = post_raw(
+            gateway, "gm-alpha-7e2", "/v1/conversations", json.dumps({"items": items}).encode()
+        )
+    finally:
+        gateway.stop()
+    assert {name: (status, error.get("code")) for name, (status, error) in answers.items()} == {
+        name: (404, "resource_not_found") for name in answers
+    }
+    assert {name: status for name, (status, _) in lenient_answers.items()} == dict.fromkeys(
+        lenient, 400
+    )
+    assert {name: error.get("param") for name, (_, error) in lenient_answers.items()} == {
+        "previous_response_id": "previous_response_id",
+        "previous_response_id ": "previous_response_id",
+        "file_id": "file_id",
+        "max_output_tokens": "max_output_tokens",
+        "NaN": None,
+    }
+    assert {
+        name: (status, error.get("code")) for name, (status, error) in referenced_answers.items()
+    } == {name: (403, "item_reference_not_allowed") for name in referenced}
+    assert received_after == received_before  # none of it reached Oracle
+    assert own[0] == 200  # the owner attaches its own file

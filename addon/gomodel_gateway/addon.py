@@ -63,6 +63,7 @@ from .resource_routing import (
     MAX_PAGES,
     check_body,
     check_owner,
+    check_references,
     created,
     deleted,
     follow_owner,
@@ -84,6 +85,7 @@ from .routing import (
     route,
 )
 from .sse import usage_tokens
+from .stored_ids import NO_IDS, StoredIds
 from .upstream import (
     CLIENT_CREDENTIAL_HEADERS,
     FRAMING,
@@ -323,17 +325,17 @@ class GoModel:
                 return
             content = flow.request.raw_content or b""
             check_body_size(len(content), runtime.settings.max_body_size)
+            attached = NO_IDS
             if resource := call.request.resource:  # an upload is multipart, the rest JSON
-                check_body(
-                    resource.operation, flow.request.headers.get("content-type", ""), content
-                )
+                content_type = flow.request.headers.get("content-type", "")
+                attached = check_body(resource.operation, content_type, content)
             call.client_headers = list(flow.request.headers.items(multi=True))
             check_forwarded_headers(call.client_headers)
             key = call.key
             assert key is not None  # admitted
             if not key.admin:  # the Oracle project is the provider's, not a client key's choice
                 call.client_headers = without_project(call.client_headers)
-            planned = self.plan(call, call.request, content, key)
+            planned = self.plan(call, call.request, content, key, attached)
             call.requested_model = planned.requested_model
             await self.check_key(call, key, planned)
             planned = await self.reach_stored(call.request, planned, content, key)
@@ -424,13 +426,16 @@ class GoModel:
         if cost.spends:
             call.reservation, call.cost = verdict.reservation, cost
 
-    def plan(self, call: Call, request: Request, content: bytes, key: ClientKey) -> Route:
+    def plan(
+        self, call: Call, request: Request, content: bytes, key: ClientKey, attached: StoredIds
+    ) -> Route:
         """Where a call goes, as far as the request alone tells: a model call by its model, a
-        stored resource's call to the resource's owner if known (resource_routing)."""
+        stored resource's call (whose body names the `attached` ids) to the resource's owner if
+        known (resource_routing)."""
         runtime = self.runtime
         if resource := request.resource:
             return route_resource(
-                runtime.inventory, runtime.affinity, call.method, resource, content
+                runtime.inventory, runtime.affinity, call.method, resource, content, attached
             )
         ask_usage = runtime.settings.stream_usage or key.limits.counts_tokens
         inventory = runtime.inventory
@@ -448,13 +453,14 @@ class GoModel:
         its owner. After admission: an id unknown here is looked up in the ledger, which may be
         slow, and a key's requests past its rate limit must cost no lookup."""
         affinity = self.runtime.affinity
+        check_references(key, planned.stored)
         # One id at a time: a body naming many ids costs one ledger lookup past the key's own.
         for resource_id in ids_named(request, planned, every=not key.admin):
             await self.recall([resource_id])
             check_owner(key, affinity, [resource_id])
         if resource := request.resource:  # its owner may just have been recalled
             return route_resource(
-                self.runtime.inventory, affinity, planned.method, resource, content
+                self.runtime.inventory, affinity, planned.method, resource, content, planned.stored
             )
         return follow_owner(planned, affinity)
 

@@ -158,20 +158,37 @@ def tokens_of(size: int) -> int:
     return bounded(size // BYTES_PER_TOKEN)
 
 
+def check_output_limit(name: str, value: Any) -> None:
+    """An output limit is a whole number (OpenAI's API refuses 2000.0 too) of at most
+    MAX_OUTPUT_LIMIT, so that a float or a huge number neither escapes a budget's count nor
+    reaches a store."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a decimal number" if isinstance(value, float) else f"a {type(value).__name__}"
+        raise GatewayError(
+            400,
+            f"Invalid type for {name!r}: expected an integer, but got {kind} instead.",
+            param=name,
+            code="invalid_type",
+        )
+    if value > MAX_OUTPUT_LIMIT:
+        raise GatewayError(
+            400,
+            f"Invalid {name!r}: integer above maximum value. Expected a value <= "
+            f"{MAX_OUTPUT_LIMIT}, but got {str(value)[:40]} instead.",
+            param=name,
+            code="integer_above_max_value",
+        )
+
+
 def output_limit(document: Mapping[str, Any]) -> int | None:
-    """The output limit a call sets, if a whole number; 400 when it is beyond what OpenAI
-    accepts (such a number must not reach a store)."""
+    """The output limit a call sets, if a whole number (routing refuses any other); 400 when
+    it is beyond what OpenAI accepts (such a number must not reach a store)."""
     for name in OUTPUT_LIMITS:
         value = document.get(name)
         if isinstance(value, int) and not isinstance(value, bool):
-            if value > MAX_OUTPUT_LIMIT:
-                raise GatewayError(
-                    400,
-                    f"Invalid {name!r}: integer above maximum value. Expected a value <= "
-                    f"{MAX_OUTPUT_LIMIT}, but got {str(value)[:40]} instead.",
-                    param=name,
-                    code="integer_above_max_value",
-                )
+            check_output_limit(name, value)
             return max(value, 0)
     return None
 

@@ -27,7 +27,7 @@ from .inventory import Inventory, Target
 from .keys import ClientKey
 from .resources import Action, Operation, ResourcePath
 from .routing import Endpoint, Request, Route, parse_json_object
-from .stored_ids import is_id
+from .stored_ids import NO_IDS, StoredIds, content_ids, is_id
 
 
 def serving_provider(inventory: Inventory, affinity: AffinityStore, owner_id: str | None) -> Target:
@@ -49,8 +49,14 @@ def serving_provider(inventory: Inventory, affinity: AffinityStore, owner_id: st
 
 
 def route_resource(
-    inventory: Inventory, affinity: AffinityStore, method: str, resource: ResourcePath, body: bytes
+    inventory: Inventory,
+    affinity: AffinityStore,
+    method: str,
+    resource: ResourcePath,
+    body: bytes,
+    attached: StoredIds = NO_IDS,
 ) -> Route:
+    """A resource call to its owner; `attached`: the stored ids its body names (check_body)."""
     target = serving_provider(inventory, affinity, resource.owner_id)
     family = Endpoint(resource.operation.family)
     # A stored response's stream carries Responses API events (the relay's error events).
@@ -64,6 +70,7 @@ def route_resource(
         resource.query,
         method=method,
         path=resource.path,
+        stored=attached,
     )
 
 
@@ -126,12 +133,33 @@ def deleted(request: Request) -> str | None:
 def ids_named(request: Request, planned: Route | None, every: bool) -> list[str]:
     """The stored ids a call names: the one in its path; for a model call (`planned`, its
     route) the follow-ups it continues (they decide where it goes), and with `every` (a client
-    key's call, whose every id must be its own) the files, containers and vector stores too."""
-    if request.resource is not None:
-        return [request.resource.owner_id] if request.resource.owner_id else []
-    if planned is None:
-        return []
-    return planned.stored.all if every else [value for _, value in planned.stored.followups]
+    key's call, whose every id must be its own) the files, containers and vector stores its
+    body names too (a model call's, or a resource call's: conversation items, a container)."""
+    named = []
+    if request.resource is not None and request.resource.owner_id:
+        named.append(request.resource.owner_id)
+    if planned is not None:
+        if every:
+            named += planned.stored.all
+        elif request.resource is None:
+            named += [value for _, value in planned.stored.followups]
+    return named
+
+
+def check_references(key: ClientKey, stored: StoredIds) -> None:
+    """Input items given by reference name stored items whose owner the gateway does not
+    record (a response's output, a conversation's items): for master keys only."""
+    if key.admin or not stored.references:
+        return
+    raise GatewayError(
+        403,
+        f"The input item {clip_for_message(stored.references[0])} is given by reference "
+        "(item_reference): the gateway cannot tell whose stored items are, so client keys "
+        "send the item itself, or continue the response or conversation it belongs to "
+        "(previous_response_id, conversation).",
+        param="input",
+        code="item_reference_not_allowed",
+    )
 
 
 def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None:
@@ -198,11 +226,12 @@ def owned_page(first: dict[str, Any], kept: list[Any], limit: int, more: bool) -
     return json.dumps(page).encode()
 
 
-def check_body(operation: Operation, content_type: str, body: bytes) -> None:
+def check_body(operation: Operation, content_type: str, body: bytes) -> StoredIds:
     """What a resource call sends before it goes: an upload (POST /v1/files) is
-    multipart/form-data; any other body is a JSON object. A GatewayError (415, 400) if not."""
+    multipart/form-data; any other body is a JSON object. A GatewayError (415, 400) if not.
+    The stored ids a JSON body attaches (files in conversation items, a container's)."""
     if operation.method != "POST":
-        return
+        return NO_IDS
     if operation.template == "files":
         if not content_type.strip().lower().startswith("multipart/form-data"):
             raise GatewayError(
@@ -211,6 +240,5 @@ def check_body(operation: Operation, content_type: str, body: bytes) -> None:
                 f"not {clip_for_message(content_type) if content_type else 'no content type'}.",
                 code="unsupported_media_type",
             )
-        return
-    if body:
-        parse_json_object(body)
+        return NO_IDS
+    return content_ids(parse_json_object(body)) if body else NO_IDS

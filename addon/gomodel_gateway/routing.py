@@ -18,6 +18,7 @@ from .config import is_model_id
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
+from .limits import OUTPUT_LIMITS, check_output_limit
 from .stored_ids import NO_IDS, StoredIds, stored_ids
 
 
@@ -174,7 +175,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not text.strip():
         raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
     try:
-        document = safejson.loads(text, unique_keys=True)
+        document = safejson.loads(text, unique_keys=True, standard=True)
     except safejson.DuplicateKeyError as e:
         # json keeps the last "model" while Oracle, sent these bytes, might read the first.
         raise GatewayError(
@@ -342,6 +343,8 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
             param="input",
             code="invalid_type",
         )
+    for name in OUTPUT_LIMITS:  # counted against budgets: whole numbers a store can hold
+        check_output_limit(name, document.get(name))
     options = document.get("stream_options")
     if options is not None and not isinstance(options, dict):  # else no usage could be asked
         raise GatewayError(

@@ -23,14 +23,22 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def loads(data: bytes | str, *, unique_keys: bool = False) -> Any:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(data: bytes | str, *, unique_keys: bool = False, standard: bool = False) -> Any:
     """json.loads that fails only with ValueError: bad JSON, bad UTF-8, or nesting so deep that
     the parser would otherwise raise RecursionError.
 
     With `unique_keys`, a repeated key in any object is a DuplicateKeyError: json keeps the last
-    one, while the bytes the gateway forwards let another parser read the first.
+    one, while the bytes the gateway forwards let another parser read the first. With
+    `standard`, NaN, Infinity and -Infinity (which Python reads, and JSON has not) are refused:
+    what the gateway forwards, other parsers read as strictly as the standard.
     """
+    pairs_hook = _unique_object if unique_keys else None
+    constant = _no_constant if standard else None
     try:
-        return json.loads(data, object_pairs_hook=_unique_object if unique_keys else None)
+        return json.loads(data, object_pairs_hook=pairs_hook, parse_constant=constant)
     except RecursionError as e:
         raise ValueError("JSON is nested too deeply") from e

@@ -9,18 +9,48 @@ outputs are read too); Responses tools use vector stores (`file_search`) and con
 so nothing is looked for in the raw bytes (`"previous_respons\\u0065_id"` is the same key once
 parsed), a value that is no id is a 400 (never passed on unchecked), and a case variant of one
 of these fields is a 400 (a parser that ignores case would read it). Pure: raises GatewayError.
+
+The gateway forwards the client's bytes, so what another parser could read as one of these
+fields counts as it: a key that differs only in case, `_`, or characters that are neither
+letters nor digits (`previousResponseId`, `file_id\u0000`) is a 400; an item's `type` is
+compared the same way (`INPUT_FILE`); any `file_id` or `file_ids` in the input, whatever item
+holds it, and anywhere in the body but where it is free-form data (`metadata`, JSON schemas,
+an answer's `annotations` given back), is checked. Input items given by reference
+(`item_reference`, or an item with only an `id`) name stored items whose owner the gateway
+cannot tell: they are collected, and client keys refused them (resource_routing).
+Stored-resource bodies that attach files (conversation items, a container's `file_ids`) are
+read the same way (`content_ids`).
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .errors import GatewayError, clip_for_message
 from .resources import ID, MAX_ID_LENGTH
 
 # The top-level fields that decide where a call goes and which stored ids it names.
-ROUTED_FIELDS = ("model", "previous_response_id", "conversation", "input", "messages", "tools")
-FILE_ITEMS = frozenset({"input_file", "input_image"})
+ROUTED_FIELDS = (
+    "model",
+    "previous_response_id",
+    "conversation",
+    "conversation_id",  # no OpenAI field, but a parser's alias for `conversation` is plausible
+    "input",
+    "messages",
+    "tools",
+)
+FILE_ITEMS = frozenset({"inputfile", "inputimage"})  # item types, squashed
+REFERENCE_ITEM = "itemreference"
+# Answers' annotations, given back in a conversation's history, cite files they do not attach.
+ANNOTATIONS = frozenset({"filecitation", "containerfilecitation", "filepath", "urlcitation"})
+# Top-level fields of free-form data or JSON schemas, where a `file_id` is no file.
+FREE_FORM = frozenset({"metadata", "text", "response_format", "tools"})
+FILE_FIELDS = ("file_id", "file_ids")
+# Keys of input items that read as no guarded field: their items need no closer look.
+PLAIN_KEYS = frozenset(
+    {"role", "content", "type", "text", "id", "status", "call_id", "output", "name", "arguments"}
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +59,7 @@ class StoredIds:
     files: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     vector_stores: tuple[str, ...] = ()  # never created through the gateway: master keys only
+    references: tuple[str, ...] = ()  # input items given by id: whose, the gateway cannot tell
 
     @property
     def conversation(self) -> str | None:
@@ -47,17 +78,20 @@ def is_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(ID.fullmatch(value))
 
 
-def folded(name: str) -> str:
-    """A field name as a case-insensitive parser compares it: upper case first, so that the
-    long s (U+017F) and the Kelvin sign (U+212A) fold as Java's equalsIgnoreCase folds them."""
-    return name.upper().lower()
+@lru_cache(maxsize=4096)  # bounded: the keys are a stranger's; most repeat (role, type...)
+def squashed(name: str) -> str:
+    """A name as a lenient parser might compare it: case folded (upper case first, so that the
+    long s U+017F and the Kelvin sign U+212A fold as Java's equalsIgnoreCase folds them), and
+    only letters and digits kept (`previousResponseId`, `file_id\u0000`)."""
+    return "".join(character for character in name.upper().lower() if character.isalnum())
 
 
 def check_case_variants(document: dict[str, Any], names: Iterable[str], where: str = "") -> None:
-    """A 400 for a key that differs from one of `names` only in case ("Model" for "model")."""
-    wanted = {folded(name): name for name in names}
+    """A 400 for a key that is not one of `names` but reads as one to a lenient parser
+    ("Model", "previousResponseId" or "file_id\u0000" for the fields so spelled)."""
+    wanted = {squashed(name): name for name in names}
     for key in document:
-        name = wanted.get(folded(key))
+        name = wanted.get(squashed(key))
         if name is not None and key != name:
             raise GatewayError(
                 400,
@@ -109,63 +143,109 @@ def followups(document: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def attached_files(value: Any, param: str) -> list[str]:
-    """The file ids of the file items and parts anywhere in `value` (input, messages), in no
-    particular order; walked without recursion, since a parsed body may be nested as deep as
-    the parser allows (50,000 input messages, 6 MB: 60-75 ms here, less than their parse)."""
-    found: list[str] = []
-    pending = [value] if isinstance(value, list | dict) else []
+def joined(param: str, name: str) -> str:
+    return f"{param}.{name}" if param else name
+
+
+def attached_files(value: Any, param: str) -> tuple[list[str], list[str]]:
+    """(file ids, referenced item ids) anywhere in `value` (input, messages, conversation
+    items): a `file_id` or `file_ids` in any item but an answer's annotations (so an item of an
+    unknown type, or none, is read too), and the items given by reference. Walked without
+    recursion, since a parsed body may be nested as deep as the parser allows (50,000 input
+    messages, 6 MB: 60-75 ms here, less than their parse)."""
+    files: list[str] = []
+    references: list[str] = []
+    pending = [(value, type(value) is list)] if isinstance(value, list | dict) else []
     while pending:
-        item = pending.pop()
+        item, listed = pending.pop()  # listed: an element of an items list
         if type(item) is dict:
+            if not PLAIN_KEYS.issuperset(item):  # most items: role, content, type, text...
+                check_case_variants(item, FILE_FIELDS, f" in '{param}'")
             kind = item.get("type")
-            if kind in FILE_ITEMS:
-                found += named_file(item, param)
-            elif kind == "file" and isinstance(item.get("file"), dict):  # chat's file part
-                found += named_file(item["file"], param)
-            item = item.values()
-        pending += [v for v in item if type(v) is dict or type(v) is list]
-    return found
+            kind = squashed(kind) if isinstance(kind, str) else None
+            if kind in ANNOTATIONS:
+                continue
+            if kind == REFERENCE_ITEM or (listed and kind is None and is_bare_reference(item)):
+                references.append(an_id(joined(param, "id"), item.get("id")))
+                continue
+            if "file_id" in item and item["file_id"] is not None:
+                files.append(an_id(joined(param, "file_id"), item["file_id"]))
+            if "file_ids" in item and item["file_ids"] is not None:
+                files += ids(joined(param, "file_ids"), item["file_ids"])
+            for inner in item.values():
+                if type(inner) is dict or type(inner) is list:
+                    pending.append((inner, type(inner) is list))
+        else:
+            pending += [(v, True) for v in item if type(v) is dict or type(v) is list]
+    return files, references
 
 
-def named_file(item: dict[str, Any], param: str) -> list[str]:
-    check_case_variants(item, ("file_id",), f" in '{param}'")
-    file_id = item.get("file_id")
-    return [] if file_id is None else [an_id(f"{param}.file_id", file_id)]
+def is_bare_reference(item: dict[str, Any]) -> bool:
+    """An input item with an id and neither role nor content: OpenAI reads it as a reference
+    (an item_reference's `type` may be left out)."""
+    return "id" in item and "role" not in item and "content" not in item
 
 
 def tool_ids(tools: Any) -> tuple[list[str], list[str], list[str]]:
-    """(files, containers, vector stores) the Responses tools use."""
+    """(files, containers, vector stores) the Responses tools use (a function's parameters are
+    a JSON schema: nothing in them is a stored id)."""
     files: list[str] = []
     containers: list[str] = []
     vector_stores: list[str] = []
     for tool in tools if isinstance(tools, list) else ():
         if not isinstance(tool, dict):
             continue
-        check_case_variants(tool, ("type", "vector_store_ids", "container"), " in 'tools'")
+        check_case_variants(
+            tool, ("type", "vector_store_ids", "container", "input_image_mask"), " in 'tools'"
+        )
         kind = tool.get("type")
-        if kind == "file_search":
+        kind = squashed(kind) if isinstance(kind, str) else None
+        if kind == "function":
+            continue
+        if kind == "filesearch" or "vector_store_ids" in tool:
             vector_stores += ids("tools.vector_store_ids", tool.get("vector_store_ids"))
-        elif kind == "code_interpreter":
-            container = tool.get("container")
-            if isinstance(container, dict):
-                check_case_variants(container, ("file_ids",), " in a container")
-                if (file_ids := container.get("file_ids")) is not None:
-                    files += ids("tools.container.file_ids", file_ids)
-            elif container is not None:
-                containers.append(an_id("tools.container", container))
-        elif kind == "image_generation" and isinstance(mask := tool.get("input_image_mask"), dict):
-            files += named_file(mask, "tools.input_image_mask")
+        container = tool.get("container")
+        if isinstance(container, dict):
+            check_case_variants(container, FILE_FIELDS, " in a container")
+            if (file_ids := container.get("file_ids")) is not None:
+                files += ids("tools.container.file_ids", file_ids)
+        elif container is not None:
+            containers.append(an_id("tools.container", container))
+        if isinstance(mask := tool.get("input_image_mask"), dict):
+            check_case_variants(mask, FILE_FIELDS, " in 'tools'")
+            if (file_id := mask.get("file_id")) is not None:
+                files.append(an_id("tools.input_image_mask.file_id", file_id))
     return files, containers, vector_stores
 
 
 def stored_ids(document: dict[str, Any], responses: bool) -> StoredIds:
-    """What a model call's body names (a Responses call when `responses`, else a chat one)."""
+    """What a model call's body names (a Responses call when `responses`, else a chat one):
+    files and references anywhere but in free-form data (input, messages, instructions given as
+    items, a prompt's variables...), a Responses call's follow-ups and tools."""
     check_case_variants(document, ROUTED_FIELDS)
+    files: list[str] = []
+    references: list[str] = []
+    for name, value in document.items():
+        if name not in FREE_FORM:
+            found, referenced = attached_files(value, name)
+            files += found
+            references += referenced
     if not responses:
-        return StoredIds(files=tuple(attached_files(document.get("messages"), "messages")))
-    files, containers, vector_stores = tool_ids(document.get("tools"))
-    files[:0] = attached_files(document.get("input"), "input")
+        return StoredIds(files=tuple(files), references=tuple(references))
+    tool_files, containers, vector_stores = tool_ids(document.get("tools"))
     return StoredIds(
-        tuple(followups(document)), tuple(files), tuple(containers), tuple(vector_stores)
+        tuple(followups(document)),
+        (*files, *tool_files),
+        tuple(containers),
+        tuple(vector_stores),
+        tuple(references),
     )
+
+
+def content_ids(document: dict[str, Any]) -> StoredIds:
+    """What a stored resource's JSON body attaches: the files and references of conversation
+    items (`items`), a container's `file_ids`; its `metadata` is free-form."""
+    files, references = attached_files(
+        {name: value for name, value in document.items() if name != "metadata"}, ""
+    )
+    return StoredIds(files=tuple(files), references=tuple(references))
