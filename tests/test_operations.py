@@ -23,6 +23,7 @@ from processes import (
     start_gateway,
 )
 from stores import start_postgres
+from test_exposure import answer_complete, closed_by_the_proxy
 
 MASTER = "gm-ops-key-7c2a9e"
 NEVER_ENDING_UPLOAD = (
@@ -247,27 +248,6 @@ def request_on(connection: socket.socket, raw: bytes) -> bytes:
     return answer
 
 
-def answer_complete(answer: bytes) -> bool:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return False
-
-
-def closed_within(connection: socket.socket, seconds: float) -> bool:
-    connection.settimeout(seconds)
-    try:
-        while connection.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
-
-
 def test_a_client_keys_local_calls_do_not_hold_a_connection(
     tmp_path: Path, chicago: Simulator
 ) -> None:
@@ -303,7 +283,7 @@ def test_a_client_keys_local_calls_do_not_hold_a_connection(
                 + chat.encode(),
             )
             assert answer.startswith(b"HTTP/1.1 200")
-            assert closed_within(listing, 5)
-            assert not closed_within(chatting, 2.5)  # the key holder's to keep
+            assert closed_by_the_proxy(listing, 5)
+            assert not closed_by_the_proxy(chatting, 2.5)  # the key holder's to keep
     finally:
         gateway.stop()

@@ -368,7 +368,7 @@ class GoModel:
         flow.response = http.Response.make(reply.status, body, wire_headers(reply.headers))
         call.first_byte = time.monotonic()
         if 200 <= reply.status < 300:
-            document = parse_json(reply.body)
+            document = safejson.object_or_none(reply.body)
             call.tokens = usage_tokens(document.get("usage") if document else None)
             if starved(document):
                 flow.response.headers["x-gomodel-warning"] = STARVED_WARNING
@@ -382,7 +382,7 @@ class GoModel:
         of them when Oracle has more (read page after page, at most MAX_PAGES)."""
         planned, affinity = call.route, self.runtime.affinity
         assert planned is not None
-        first = parse_json(first_body)
+        first = safejson.object_or_none(first_body)
         kept = owned_items(first, key, affinity)
         if first is None or kept is None:
             return first_body
@@ -399,7 +399,9 @@ class GoModel:
                 reply = await self.runtime.transport.send(page, call.client_headers, call.attempts)
             except GatewayError:
                 break  # what was read is answered; has_more says there is more
-            next_document = parse_json(reply.body) if 200 <= reply.status < 300 else None
+            next_document = (
+                safejson.object_or_none(reply.body) if 200 <= reply.status < 300 else None
+            )
             items = owned_items(next_document, key, affinity)
             if next_document is None or items is None:
                 break
@@ -751,7 +753,7 @@ def restore_replay(flow: http.HTTPFlow) -> bool:
     request = flow.request
     request.url = client_url
     request.headers.pop("authorization", None)
-    document = parse_json(request.raw_content or b"")
+    document = safejson.object_or_none(request.raw_content or b"")
     if model and document is not None and document.get("model") != model:
         request.content = json.dumps({**document, "model": model}, ensure_ascii=False).encode()
     return True
@@ -779,11 +781,3 @@ def wire_headers(headers: Iterable[tuple[str, str]]) -> http.Headers:
             for k, v in headers
         ]
     )
-
-
-def parse_json(body: bytes) -> dict[str, Any] | None:
-    try:
-        document = safejson.loads(body)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None

@@ -9,7 +9,6 @@ Pure: nothing here knows about mitmproxy.
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from . import safejson
 from .accesslog import AccessRecord, clip
@@ -131,7 +130,7 @@ def token_cost(request: Request, planned: Route, contexts: ContextSizes) -> Cost
         tokens = tokens_of(len(body))
         items_of = resource.owner_id if operation.template == "conversations/{id}/items" else None
         return Cost(reserve=tokens, needed=max(tokens, 1), stored=items_of)
-    document = parse_object(body) or {}
+    document = safejson.object_or_none(body) or {}
     if planned.endpoint is not Endpoint.RESPONSES:  # chat: no stored state
         return Cost(reserve=estimate_tokens(len(body), document), needed=needed_tokens(document))
     stored = contexts.of([value for _, value in planned.stored.followups])
@@ -310,7 +309,7 @@ def account(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
         if cost.stored:
             contexts.add(cost.stored, charge)
         elif request.resource.operation.template == "conversations":
-            made = (parse_object(call.response_body) or {}).get("id")
+            made = (safejson.object_or_none(call.response_body) or {}).get("id")
             if isinstance(made, str):
                 contexts.set(made, charge)
         return True
@@ -318,7 +317,7 @@ def account(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
         return True
     made = call.stream.response_id if call.stream else None
     if made is None:
-        made = (parse_object(call.response_body) or {}).get("id")
+        made = (safejson.object_or_none(call.response_body) or {}).get("id")
     if not isinstance(made, str):
         return True
     contexts.set(made, charge)  # what a call continuing it makes Oracle read
@@ -344,7 +343,7 @@ def settle_background(call: Call, entry: AccessRecord, limiter: Limiter) -> bool
     if call.stream is not None:
         status = "completed" if call.stream.done else None
     else:
-        status = (parse_object(call.response_body) or {}).get("status")
+        status = (safejson.object_or_none(call.response_body) or {}).get("status")
     used = charged_tokens(entry) if entry.tokens_in is not None else None
     run = limiter.background.finished(response_id, status, used is not None)
     if run is None or used is None:
@@ -355,11 +354,3 @@ def settle_background(call: Call, entry: AccessRecord, limiter: Limiter) -> bool
         limiter.contexts.add(run.conversation, used - run.reservation.tokens)
     entry.model = run.model
     return True
-
-
-def parse_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        document = safejson.loads(body)
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None

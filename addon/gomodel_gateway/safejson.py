@@ -42,3 +42,13 @@ def loads(data: bytes | str, *, unique_keys: bool = False, standard: bool = Fals
         return json.loads(data, object_pairs_hook=pairs_hook, parse_constant=constant)
     except RecursionError as e:
         raise ValueError("JSON is nested too deeply") from e
+
+
+def object_or_none(data: bytes | str) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (not JSON, another type): for answers whose
+    fields are read where present."""
+    try:
+        document = loads(data)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
