@@ -163,6 +163,7 @@ def keyed_config(chicago: Simulator) -> str:
         f"    base_url: {base_url}\n    api_key: {chicago.api_key}\n"
         "    models: [xai.grok-4]\n    models_mode: allowlist\n"
         "server:\n  keys:\n    alpha: {key: gm-alpha-ops-1}\n    beta: {key: gm-beta-ops-2}\n"
+        "    gamma: {key: gm-gamma-ops-3, requests_per_minute: 2}\n"
     )
 
 
@@ -230,6 +231,18 @@ def test_a_stuck_ledger_delays_no_other_key(tmp_path: Path, chicago: Simulator) 
                 lookup.result()
         assert waited < 2.0, f"key beta's chat waited {waited:.1f}s"
         assert gateway.log().count("stored id") <= 1  # a warning per failure before, now throttled
+
+        # Lookups come after the key's admission: past its rate limit, a key costs none.
+        gamma = openai_client(gateway, "gm-gamma-ops-3").with_options(max_retries=0, timeout=60)
+        answers = []
+        for number in range(4):
+            started = time.monotonic()
+            try:
+                gamma.responses.retrieve(f"resp_gamma{number:04d}")
+            except openai.APIStatusError as refused:
+                answers.append((refused.status_code, time.monotonic() - started))
+        assert [status for status, _ in answers] == [404, 404, 429, 429]
+        assert max(seconds for _, seconds in answers[2:]) < 1.0  # no lookup waited for
     finally:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
