@@ -637,3 +637,21 @@ def test_an_alias_discovery_may_still_serve_is_a_warning(tmp_path: Path) -> None
 def test_malformed_aliases_name_where_they_come_from(tmp_path: Path, env, message) -> None:
     with pytest.raises(ConfigError, match=f"GOMODEL_ALIASES: .*{re.escape(message)}"):
         load_config(alias_config(tmp_path), {"GOMODEL_ALIASES": env})
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [('"gpt-*\\n"', "xai.grok-4"), ("gpt-4o", '"xai.grok-4\\n"')],  # YAML's quoted "\n"
+)
+def test_an_alias_or_a_target_ending_in_a_newline_is_refused(
+    tmp_path: Path, name: str, target: str
+) -> None:
+    """`$` also matches before a final newline: names are matched whole, or the newline would
+    reach the ledger and the usage report's table."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n  oracle:\n    type: oracle\n    base_url: https://x.example/v1\n"
+        f"    api_key: k\n    models: [xai.grok-4]\naliases:\n  {name}: {target}\n"
+    )
+    with pytest.raises(ConfigError, match="is not a model"):
+        load_config(path, {})

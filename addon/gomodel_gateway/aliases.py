@@ -61,7 +61,7 @@ def parse_aliases(
 
 
 def _alias(name: Any, target: Any, origin: str, is_model_id: Callable[[str], bool]) -> Alias:
-    if not isinstance(name, str) or not ALIAS_PATTERN.match(name) or ".." in name:
+    if not isinstance(name, str) or not ALIAS_PATTERN.fullmatch(name) or ".." in name:
         rule = "letters, digits, . _ - : @ +, and * for any run"
         raise AliasError(f"{origin}: {name!r} is not a model name ({rule})")
     if not isinstance(target, str) or not is_model_id(target):  # one model: no * either

@@ -100,7 +100,7 @@ def is_model_id(text: str) -> bool:
     """Printable, no whitespace, no %-escapes, no ".." path segments, at most 256 characters."""
     return (
         len(text) <= MAX_MODEL_ID
-        and bool(MODEL_ID.match(text))
+        and bool(MODEL_ID.fullmatch(text))
         and "/.." not in text
         and "../" not in text
     )
