@@ -21,6 +21,7 @@ SPENT_KEY = "gm-spent-key-77d2"
 RATED_KEY = "gm-rated-key-3be8"
 CHAIN_KEY = "gm-chain-key-5d40"
 PROBE_KEY = "gm-probe-key-91ab"
+READER_KEY = "gm-reader-key-4c2e"
 BUDGETS_YAML = f"""
 server:
   master_keys: ["{MASTER_KEY}"]
@@ -31,6 +32,7 @@ server:
     rated: {{key: {RATED_KEY}, requests_per_minute: 5, tokens_per_day: 1000000}}
     chain: {{key: {CHAIN_KEY}, tokens_per_day: 3000}}
     probe: {{key: {PROBE_KEY}, tokens_per_day: 3000}}
+    reader: {{key: {READER_KEY}, tokens_per_day: 100000}}
 """
 WORDS = "word " * 1600  # 8,000 bytes: about 2,000 tokens at 4 bytes a token
 
@@ -215,3 +217,14 @@ def test_a_call_refused_for_another_keys_id_gives_its_reservation_back(budgets: 
             )
     answer = probe.responses.create(model=MODEL, input="hi", max_output_tokens=2900)
     assert answer.id
+
+
+def test_reading_a_stored_response_again_counts_no_tokens_in_the_metrics(budgets: Gateway) -> None:
+    """The tokens a stored response's usage names were counted when it was made."""
+    reader = openai_client(budgets, READER_KEY)
+    made = reader.responses.create(model=MODEL, input="hi")
+    before = sample(metrics(budgets), "gomodel_key_tokens_total", key="reader", direction="input")
+    for _ in range(3):
+        assert reader.responses.retrieve(made.id).usage is not None
+    after = sample(metrics(budgets), "gomodel_key_tokens_total", key="reader", direction="input")
+    assert before == made.usage.input_tokens and after == before

@@ -721,7 +721,7 @@ class GoModel:
         elif entry.warning:
             flow.marked = ":warning:"
         counted = account(call, entry, self.runtime.limiter)
-        self.runtime.metrics.record(entry, call.attempts)
+        self.runtime.metrics.record(entry, call.attempts, counted)
         ledger = self.runtime.ledger
         if ledger and call.key and call.route:  # refusals: in metrics and the access log only
             ledger.add(usage_row(entry, time.time(), self.runtime.gateway_id, counted))

@@ -4,6 +4,7 @@ Labels are bounded: providers, models and client key names come from the configu
 discovery, never from what a client sent (a rejected request is counted by its error code only).
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import (
@@ -145,8 +146,13 @@ class Metrics:
             registry=r,
         )
 
-    def record(self, entry: AccessRecord, attempts: Sequence[Attempt]) -> None:
-        """One finished gateway request (see call.record)."""
+    def record(
+        self, entry: AccessRecord, attempts: Sequence[Attempt], counted: bool = True
+    ) -> None:
+        """One finished gateway request (see call.record); its tokens only when they are new use
+        (`counted`: not a stored response read again)."""
+        if not counted:
+            entry = dataclasses.replace(entry, tokens_in=None, tokens_out=None)
         if entry.key and (entry.provider != "gateway" or entry.error in KEY_REFUSALS):
             self.key_requests.labels(entry.key, str(entry.status)).inc()
             if entry.error in KEY_REFUSALS:
