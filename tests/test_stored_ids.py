@@ -118,6 +118,47 @@ def message(*content: dict[str, Any]) -> dict[str, Any]:
             },
             StoredIds(),
         ),
+        # items given back whose free-form fields hold such names: no file
+        (
+            {
+                "input": [
+                    {
+                        "type": "mcp_list_tools",
+                        "id": "mcpl_1",
+                        "server_label": "docs",
+                        "tools": [
+                            {
+                                "name": "read",
+                                "input_schema": {
+                                    "type": "object",
+                                    "properties": {"file_id": {"type": "string"}, "fileId": {}},
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            StoredIds(),
+        ),
+        (
+            {"input": [{"type": "local_shell_call", "action": {"env": {"fileId": "1"}}}]},
+            StoredIds(),
+        ),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call",
+                        "id": "fc_1",
+                        "call_id": "c",
+                        "arguments": '{"file_id": "x"}',
+                        "parsed_arguments": {"file_id": "example", "fileId": "example"},
+                    }
+                ]
+            },
+            StoredIds(),
+        ),
+        ({"input": [message({"properties": {"file_id": {"type": "string"}}})]}, StoredIds()),
         # items given by reference: their owner is not recorded
         (
             {"input": [{"type": "item_reference", "id": "msg_1"}]},

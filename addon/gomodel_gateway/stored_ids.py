@@ -47,6 +47,12 @@ ANNOTATIONS = frozenset({"filecitation", "containerfilecitation", "filepath", "u
 # Top-level fields of free-form data or JSON schemas, where a `file_id` is no file.
 FREE_FORM = frozenset({"metadata", "text", "response_format", "tools"})
 FILE_FIELDS = ("file_id", "file_ids")
+# Fields of input items that hold free-form data or JSON schemas (a hosted tool list's
+# `input_schema`, a shell call's `env`, the SDK's `parsed_arguments` of a function call given
+# back), where a `file_id` is no file.
+FREE_FORM_ITEMS = frozenset(
+    {"metadata", "parameters", "input_schema", "schema", "json_schema", "env", "parsed_arguments"}
+)
 # Keys of input items that read as no guarded field: their items need no closer look.
 PLAIN_KEYS = frozenset(
     {"role", "content", "type", "text", "id", "status", "call_id", "output", "name", "arguments"}
@@ -159,8 +165,6 @@ def attached_files(value: Any, param: str) -> tuple[list[str], list[str]]:
     while pending:
         item, listed = pending.pop()  # listed: an element of an items list
         if type(item) is dict:
-            if not PLAIN_KEYS.issuperset(item):  # most items: role, content, type, text...
-                check_case_variants(item, FILE_FIELDS, f" in '{param}'")
             kind = item.get("type")
             kind = squashed(kind) if isinstance(kind, str) else None
             if kind in ANNOTATIONS:
@@ -168,16 +172,32 @@ def attached_files(value: Any, param: str) -> tuple[list[str], list[str]]:
             if kind == REFERENCE_ITEM or (listed and kind is None and is_bare_reference(item)):
                 references.append(an_id(joined(param, "id"), item.get("id")))
                 continue
-            if "file_id" in item and item["file_id"] is not None:
-                files.append(an_id(joined(param, "file_id"), item["file_id"]))
-            if "file_ids" in item and item["file_ids"] is not None:
-                files += ids(joined(param, "file_ids"), item["file_ids"])
-            for inner in item.values():
-                if type(inner) is dict or type(inner) is list:
-                    pending.append((inner, type(inner) is list))
+            plain, objects = True, False
+            for name, inner in item.items():
+                if type(inner) is dict:
+                    objects = True
+                    if name not in FREE_FORM_ITEMS:
+                        pending.append((inner, False))
+                elif type(inner) is list and name not in FREE_FORM_ITEMS:
+                    pending.append((inner, True))
+                plain = plain and name in PLAIN_KEYS  # most items: role, content, type, text
+            if plain:
+                continue
+            # An object under a file field of an item that is no file (a schema's property, a
+            # tool's arguments) names no file; a file item's must be an id.
+            fields = without_objects(item) if objects and kind not in FILE_ITEMS else item
+            check_case_variants(fields, FILE_FIELDS, f" in '{param}'")
+            if fields.get("file_id") is not None:
+                files.append(an_id(joined(param, "file_id"), fields["file_id"]))
+            if fields.get("file_ids") is not None:
+                files += ids(joined(param, "file_ids"), fields["file_ids"])
         else:
             pending += [(v, True) for v in item if type(v) is dict or type(v) is list]
     return files, references
+
+
+def without_objects(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in item.items() if type(value) is not dict}
 
 
 def is_bare_reference(item: dict[str, Any]) -> bool:
