@@ -154,6 +154,47 @@ def test_strangers_cannot_fill_the_log(tmp_path: Path, chicago: Simulator) -> No
         gateway.stop()
 
 
+def test_a_stranger_pipelining_refused_requests_writes_a_bounded_log(
+    tmp_path: Path, chicago: Simulator
+) -> None:
+    """2,000 requests without a key, pipelined on 4 connections: each was a line of the access
+    log and a line of mitmdump's own (about 400 bytes a request: 780 KB); now lines about
+    strangers are rate-limited, and a later one says how many were dropped."""
+    gateway = start_gateway(
+        tmp_path, chicago.oracle_env("xai.grok-4", GOMODEL_MASTER_KEY=MASTER), ca=chicago.ca
+    )
+    try:
+        time.sleep(1)
+        before = gateway.process.output.stat().st_size
+        request = (
+            b"GET /v1/" + b"%ff" * 3000 + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % gateway.port
+        )
+
+        def pipeline(_: int) -> int:
+            answered = 0
+            with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
+                connection.sendall(request * 500)
+                connection.settimeout(10)
+                received = b""
+                while answered < 500 and (chunk := connection.recv(1 << 20)):
+                    received += chunk
+                    answered = received.count(b"HTTP/1.1 401")
+            return answered
+
+        with ThreadPoolExecutor(4) as pool:
+            answered = sum(pool.map(pipeline, range(4)))
+        time.sleep(1.5)  # the next stranger's line says how many were dropped
+        with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
+            request_on(connection, b"GET /v1/models HTTP/1.1\r\nHost: gomodel.local\r\n\r\n")
+        time.sleep(0.5)
+        grown = gateway.process.output.stat().st_size - before
+        assert answered == 2000  # every one refused, as before
+        assert grown < 250_000, f"the log grew by {grown} bytes"
+        assert "lines about strangers dropped before this one" in gateway.log()
+    finally:
+        gateway.stop()
+
+
 def keyed_config(chicago: Simulator) -> str:
     """Two client keys; Oracle named by a hostname (resolved in the event loop's default thread
     pool), in allowlist mode (no discovery call before the first chat)."""

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from gomodel_gateway.accesslog import AccessLog, AccessRecord
+from gomodel_gateway.accesslog import STRANGER_LINE_BURST, AccessLog, AccessRecord
 from gomodel_gateway.addon import GoModel
 from gomodel_gateway.config import ConfigError, load_config, parse_size
 from gomodel_gateway.errors import GatewayError
@@ -247,3 +247,25 @@ def test_a_text_access_log_line_escapes_what_a_terminal_would_obey(
     assert sink.read_text(encoding="utf-8") == (
         f"gomodel request 401 invalid_api_key GET {logged} opc-request-id=-\n"
     )
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_lines_about_strangers_are_rate_limited_and_say_what_was_dropped(
+    tmp_path: Path, log_format
+) -> None:
+    now = [0.0]
+    sink = tmp_path / "access.log"
+    log = AccessLog(log_format, sink, clock=lambda: now[0])
+    stranger = AccessRecord("GET", "/v1/models", 401, 0.001, error="invalid_api_key")
+    for _ in range(STRANGER_LINE_BURST + 50):
+        log.write(stranger)
+    for _ in range(10):  # a key holder's lines are never dropped
+        log.write(AccessRecord("GET", "/v1/models", 200, 0.001, key="ci"))
+    now[0] = 1.0
+    log.write(stranger)
+    lines = sink.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == STRANGER_LINE_BURST + 10 + 1
+    if log_format == "json":
+        assert json.loads(lines[-1])["strangers_dropped_before"] == 50
+    else:
+        assert lines[-1].endswith("(50 lines about strangers dropped before this one)")

@@ -1,12 +1,17 @@
 """The access log: one line per gateway request, as text or JSON, in mitmproxy's log or a file.
 
-Never a key. Prompts and completions only when `gomodel_log_bodies` asks for them.
+Never a key. Prompts and completions only when `gomodel_log_bodies` asks for them. Lines about
+strangers (requests refused before any key was presented) are at most
+STRANGER_LINES_PER_SECOND on average: one connection pipelining refused requests would
+otherwise write a line each, as fast as it sends them; the next line let through says how many
+were dropped.
 """
 
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,6 +20,8 @@ logger = logging.getLogger("gomodel")
 
 LogFormat = Literal["text", "json"]
 MAX_LOGGED_BODY = 4000
+STRANGER_LINES_PER_SECOND = 20.0
+STRANGER_LINE_BURST = 100
 
 
 @dataclass
@@ -109,14 +116,47 @@ def clip(body: bytes) -> str:
     return text if len(text) <= MAX_LOGGED_BODY else text[:MAX_LOGGED_BODY] + "...[cut]"
 
 
+class LineBudget:
+    """A token bucket: `rate` lines a second on average, `burst` at once; clock injected."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.updated = float(burst), clock()
+        self.dropped = 0
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            self.dropped += 1
+            return False
+        self.tokens -= 1
+        return True
+
+
 class AccessLog:
-    def __init__(self, log_format: LogFormat = "text", path: Path | None = None) -> None:
+    def __init__(
+        self,
+        log_format: LogFormat = "text",
+        path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.format = log_format
         self.path = path
         self.lock = threading.Lock()
+        self.strangers = LineBudget(STRANGER_LINES_PER_SECOND, STRANGER_LINE_BURST, clock)
 
     def write(self, record: AccessRecord) -> None:
+        if not record.key and not self.strangers.take():  # no key: a stranger's request
+            return
         line = record.json() if self.format == "json" else printable(record.text())
+        if not record.key and (dropped := self.strangers.dropped):
+            self.strangers.dropped = 0
+            if self.format == "json":
+                line = json.dumps({**json.loads(line), "strangers_dropped_before": dropped})
+            else:
+                line = f"{line} ({dropped} lines about strangers dropped before this one)"
         if self.path is None:
             (logger.warning if record.warning else logger.info)(line)
             return

@@ -96,7 +96,7 @@ from .upstream import (
     upstream_location,
     without_project,
 )
-from .workarounds import close_socket
+from .workarounds import STRANGER, close_socket
 
 logger = logging.getLogger("gomodel")
 
@@ -280,6 +280,8 @@ class GoModel:
         # A fresh copy: the raised one's traceback holds this hook's frame, and with it the
         # flow, which would then never leave the weak map of calls.
         call.refusal = dataclasses.replace(error)
+        if call.key is None:
+            flow.metadata[STRANGER] = True
         flow.request.stream = drop_body
         self.point_at_relay(flow, call, REFUSAL_PATH)
 
@@ -518,6 +520,8 @@ class GoModel:
         self.finish(flow, call)
 
     def refuse(self, flow: http.HTTPFlow, call: Call, error: GatewayError) -> None:
+        if call.key is None:  # mitmdump's line for it is bounded (workarounds.py)
+            flow.metadata[STRANGER] = True
         body = b"" if flow.request.method == "HEAD" else error.body()  # HEAD: never a body
         flow.response = http.Response.make(error.status, body, error.response_headers())
         call.error = error.code

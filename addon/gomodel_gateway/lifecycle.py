@@ -47,6 +47,7 @@ from .workarounds import (
     bound_connection_log,
     bound_request_heads,
     json_protocol_errors,
+    quiet_strangers_flows,
 )
 
 logger = logging.getLogger("gomodel")
@@ -109,6 +110,7 @@ class Runtime:
         declare_options(loader)
         bound_request_heads()
         bound_connection_log()
+        quiet_strangers_flows()
         json_protocol_errors()
         acyclic_typecheck()
         contentviews.add(GoModelContentview)

@@ -30,7 +30,10 @@ from outside.
   sending 63 KiB each and closing wrote 19.5 MB in 2 s. `bound_connection_log` installs a filter
   on that logger that clips each line to `MAX_LOG_LINE` characters and lets at most
   `LOG_LINES_PER_SECOND` lines through on average (bursts of `LOG_LINE_BURST`), saying how many
-  it dropped. The gateway's own access log ("gomodel") is not touched.
+  it dropped. mitmdump's own line per flow (the dumper) is bounded the same way for flows
+  the gateway refused to a stranger (no key): `quiet_strangers_flows` (at most
+  `STRANGER_LINES_PER_SECOND`); the gateway's own access log bounds its lines about strangers
+  itself (accesslog.py).
 - **Errors mitmproxy answers itself** on HTTP/1 (a body past `body_size_limit`, a request it
   cannot parse, a server it cannot reach) are an HTML page that may echo the request line.
   `json_protocol_errors` makes them OpenAI-shaped JSON, like every other answer of the gateway.
@@ -40,16 +43,18 @@ import logging
 import time
 import types
 import typing
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from mitmproxy import connection, http
+from mitmproxy.addons import dumper
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.utils import typecheck
 
+from .accesslog import STRANGER_LINE_BURST, STRANGER_LINES_PER_SECOND, LineBudget
 from .errors import clip_for_message, error_body
 
 MAX_REQUEST_HEAD = 64 * 1024
@@ -177,25 +182,6 @@ def acyclic_typecheck() -> None:
     typecheck.check_option_type = check_type
 
 
-class LineBudget:
-    """A token bucket: `rate` lines a second on average, `burst` at once; clock injected."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens, self.updated = float(burst), clock()
-        self.dropped = 0
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            self.dropped += 1
-            return False
-        self.tokens -= 1
-        return True
-
-
 def clip_line(text: str, limit: int = MAX_LOG_LINE) -> str:
     if len(text) <= limit:
         return text
@@ -227,3 +213,24 @@ def bound_connection_log() -> None:
         logger.addFilter(
             BoundedLog(LineBudget(LOG_LINES_PER_SECOND, LOG_LINE_BURST, time.monotonic))
         )
+
+
+STRANGER = "gomodel_stranger"  # flow.metadata: the gateway refused it to a caller with no key
+
+
+def quiet_strangers_flows(
+    budget: LineBudget | None = None,
+) -> None:
+    """Bound the dumper's lines for flows refused to strangers (idempotent)."""
+    if getattr(dumper.Dumper.match, "bounded", False):
+        return
+    budget = budget or LineBudget(STRANGER_LINES_PER_SECOND, STRANGER_LINE_BURST, time.monotonic)
+    match = dumper.Dumper.match
+
+    def bounded_match(self: dumper.Dumper, flow: Any) -> bool:
+        if not match(self, flow):
+            return False
+        return not flow.metadata.get(STRANGER) or budget.take()
+
+    bounded_match.bounded = True  # type: ignore[attr-defined]
+    dumper.Dumper.match = bounded_match  # type: ignore[method-assign]
