@@ -448,11 +448,8 @@ def test_a_request_that_comes_back_to_the_proxy_is_a_detected_loop(
 # -- abandoned streams ----------------------------------------------------------------------------
 
 
-def test_abandoned_streams_leave_nothing_behind(team_gateway: Gateway, chicago: Simulator) -> None:
-    """100 streamed calls with 2 MiB bodies whose clients leave as soon as they have sent, one
-    after another. Memory settles after the first few (the allocator keeps what it reuses);
-    before the fix each abandoned call kept its body, about 2 MiB more per call."""
-    chicago.configure(header_delay=0.5)
+def abandoned_stream_call(key: str) -> bytes:
+    """A streamed call with a 2 MiB body, as raw HTTP/1.1, for a client that leaves once sent."""
     body = json.dumps(
         {
             "model": "xai.grok-4",
@@ -462,13 +459,22 @@ def test_abandoned_streams_leave_nothing_behind(team_gateway: Gateway, chicago: 
     ).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\n"
-        f"Authorization: Bearer {MASTER}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
+    return head + body
+
+
+def test_abandoned_streams_leave_nothing_behind(team_gateway: Gateway, chicago: Simulator) -> None:
+    """100 streamed calls with 2 MiB bodies whose clients leave as soon as they have sent, one
+    after another. Memory settles after the first few (the allocator keeps what it reuses);
+    before the fix each abandoned call kept its body, about 2 MiB more per call."""
+    chicago.configure(header_delay=0.5)
+    call = abandoned_stream_call(MASTER)
     rss = {}
     for number in range(1, 101):
         with socket.create_connection(("127.0.0.1", team_gateway.port)) as connection:
-            connection.sendall(head + body)
+            connection.sendall(call)
         deadline = time.monotonic() + 10
         while team_gateway.log().count("gomodel oracle xai.grok-4") < number:
             assert time.monotonic() < deadline, "the gateway did not log the abandoned call"

@@ -23,7 +23,7 @@ from processes import (
     start_gateway,
 )
 from stores import start_postgres
-from test_exposure import answer_complete, closed_by_the_proxy
+from test_exposure import abandoned_stream_call, answer_complete, closed_by_the_proxy
 
 MASTER = "gm-ops-key-7c2a9e"
 NEVER_ENDING_UPLOAD = (
@@ -97,25 +97,14 @@ def test_memory_is_given_back_after_abandoned_streams(tmp_path: Path, chicago: S
     )
     chicago.configure(header_delay=0.5)
     try:
-        body = json.dumps(
-            {
-                "model": "xai.grok-4",
-                "stream": True,
-                "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}],
-            }
-        ).encode()
-        head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: gomodel.local\r\n"
-            f"Authorization: Bearer {MASTER}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
+        call = abandoned_stream_call(MASTER)
         time.sleep(2)  # start-up done, its garbage collected
         at_start = rss_mib(gateway.process)
         figures = [at_start]
         for round_number in range(1, 5):
             for _ in range(100):
                 with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
-                    connection.sendall(head + body)
+                    connection.sendall(call)
             deadline = time.monotonic() + 60
             while gateway.log().count("gomodel oracle xai.grok-4") < 100 * round_number:
                 assert time.monotonic() < deadline, "the gateway did not log the abandoned calls"
