@@ -15,6 +15,7 @@ from conftest import openai_client
 from processes import (
     ADDON,
     MITMDUMP,
+    Gateway,
     Process,
     Simulator,
     clean_env,
@@ -197,6 +198,15 @@ def keyed_config(chicago: Simulator) -> str:
     )
 
 
+def start_keyed(tmp_path: Path, chicago: Simulator, *options: str) -> Gateway:
+    """A gateway with keyed_config's keys, and `options`."""
+    config = tmp_path / "gomodel.yaml"
+    config.write_text(keyed_config(chicago))
+    return start_gateway(
+        tmp_path / "gw", {}, "--set", f"gomodel_config={config}", *options, ca=chicago.ca
+    )
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (PostgreSQL's postmaster and its backends)."""
     parents: dict[int, int] = {}
@@ -219,17 +229,7 @@ def test_a_stuck_ledger_delays_no_other_key(tmp_path: Path, chicago: Simulator) 
     naming ids this gateway never saw are looked up in the ledger, each waiting for it; key
     beta's chat, which needs no lookup, used to wait 19.5 s behind them."""
     server = start_postgres(tmp_path / "pg")
-    config = tmp_path / "gomodel.yaml"
-    config.write_text(keyed_config(chicago))
-    gateway = start_gateway(
-        tmp_path / "gw",
-        {},
-        "--set",
-        f"gomodel_config={config}",
-        "--set",
-        f"gomodel_usage_db={server.url}",
-        ca=chicago.ca,
-    )
+    gateway = start_keyed(tmp_path, chicago, "--set", f"gomodel_usage_db={server.url}")
     assert server.process is not None
     stopped: list[int] = []
     try:
@@ -296,18 +296,8 @@ def test_a_client_keys_local_calls_do_not_hold_a_connection(
 ) -> None:
     """One GET /v1/models per connection used to make it the key's to keep for ever; a call
     sent to Oracle still does."""
-    config = tmp_path / "gomodel.yaml"
-    config.write_text(keyed_config(chicago))
-    gateway = start_gateway(
-        tmp_path / "gw",
-        {},
-        "--set",
-        f"gomodel_config={config}",
-        "--set",
-        "gomodel_usage_db=off",
-        "--set",
-        "gomodel_idle_timeout=1",
-        ca=chicago.ca,
+    gateway = start_keyed(
+        tmp_path, chicago, "--set", "gomodel_usage_db=off", "--set", "gomodel_idle_timeout=1"
     )
     authorization = b"Host: gomodel.local\r\nAuthorization: Bearer gm-alpha-ops-1\r\n"
     chat = json.dumps({"model": "xai.grok-4", "messages": [{"role": "user", "content": "hi"}]})
