@@ -1,9 +1,9 @@
 """Test-only mitmproxy script, loaded after addon/gomodel.py: the gateway's router raises for
 requests naming the model "boom.model", to prove that an internal failure fails closed."""
 
-from gomodel_gateway import addon as gateway_addon
+from gomodel_gateway import service as gateway_service
 
-real_route = gateway_addon.route
+real_route = gateway_service.route
 
 
 def failing_route(inventory, request, body, *rest):  # the same arguments as route()
@@ -12,4 +12,4 @@ def failing_route(inventory, request, body, *rest):  # the same arguments as rou
     return real_route(inventory, request, body, *rest)
 
 
-gateway_addon.route = failing_route
+gateway_service.route = failing_route

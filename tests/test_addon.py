@@ -7,9 +7,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import dispatch
 import pytest
 from fake_oracle import CA, Answer, FakeOracle, completion
-from gomodel_gateway import addon as addon_module
+from gomodel_gateway import service as service_module
 from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.hosts import is_gateway_request, parse_hosts
 from mitmproxy import contentviews, ctx, exceptions, http
@@ -64,8 +65,8 @@ def gateway_flow(method: str, url: str, body: object = None, **headers: str) -> 
 
 
 async def run_request_hooks(gateway: GoModel, flow: http.HTTPFlow) -> None:
-    gateway.requestheaders(flow)
-    await gateway.request(flow)
+    dispatch.requestheaders(gateway, flow)
+    await dispatch.request(gateway, flow)
 
 
 def error_of(flow: http.HTTPFlow) -> dict:
@@ -144,20 +145,20 @@ def test_a_streamed_call_is_pointed_at_the_relay_without_any_key(tmp_path: Path)
         assert oracle.received == []  # the relay calls Oracle when mitmproxy connects
 
         # What the relay does when mitmproxy connects: Oracle answers, chunks pass through it.
-        call = gateway.calls[flow]
+        call = gateway.desk.calls[flow]
         call.answered(call.route.target, 200, "R9")
         chunk = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5}}\n\n'
         assert call.pass_chunk(chunk) == chunk and call.pass_chunk(b"") == b""
 
         flow.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
         flow.response.headers["server"] = "Python/3.13 aiohttp/3.14"
-        gateway.responseheaders(flow)
+        dispatch.responseheaders(gateway, flow)
         assert flow.response.stream is True and "server" not in flow.response.headers
         # Once the relay answers, the flow shows the request as it went to Oracle.
         assert flow.request.url == oracle.base_url + "/chat/completions"
         assert flow.request.headers["authorization"] == REDACTED
         assert json.loads(flow.request.content)["stream"] is True
-        gateway.response(flow)
+        dispatch.response(gateway, flow)
         assert flow.response.content == chunk  # kept for mitmweb and flow files
         assert flow.comment.startswith("gomodel oracle xai.grok-4 200 in=2 out=5")
 
@@ -239,7 +240,7 @@ def test_an_internal_error_fails_closed_with_a_502(
     def broken_route(*args: object) -> None:
         raise RuntimeError("routing exploded")
 
-    monkeypatch.setattr(addon_module, "route", broken_route)
+    monkeypatch.setattr(service_module, "route", broken_route)
 
     async def scenario(gateway: GoModel, oracle: FakeOracle) -> None:
         flow = gateway_flow("POST", CHAT, {"model": "xai.grok-4"}, authorization="Bearer client")

@@ -10,10 +10,12 @@ import json
 import ssl
 from collections.abc import Iterator
 
+import dispatch
 import pytest
-from gomodel_gateway.addon import REDACTED, GoModel, drop_body
+from gomodel_gateway.addon import REDACTED, GoModel
 from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError, from_oracle
+from gomodel_gateway.flows import drop_body
 from gomodel_gateway.inventory import build_inventory
 from gomodel_gateway.relay import REFUSAL_PATH
 from gomodel_gateway.routing import Endpoint, Request, Route, classify, route
@@ -177,19 +179,19 @@ def test_gateway_hooks_route_or_answer_an_openai_error(
     request.path = path.encode("utf-8", "surrogateescape")
     flow = tflow.tflow(req=request)
     sent_before = len(addon.runtime.transport.sent)
-    addon.requestheaders(flow)
-    loop.run_until_complete(addon.request(flow))
+    dispatch.requestheaders(addon, flow)
+    loop.run_until_complete(dispatch.request(addon, flow))
     if flow.request.path == REFUSAL_PATH:  # refused unread: what the relay and mitmproxy do
         assert flow.request.stream is drop_body and list(flow.request.headers) == ["host"]
         flow.response = http.Response.make(403)
-        addon.response(flow)
+        dispatch.response(addon, flow)
 
     routed = flow.response is None or len(addon.runtime.transport.sent) > sent_before
     if flow.response is None:  # a streamed call, handed to the relay, which gets no header
         assert flow.request.host == "127.0.0.1"
         assert flow.request.path.startswith("/gomodel-relay/")
         assert list(flow.request.headers) == ["host"]
-        shown = http.Headers(addon.calls[flow].sent.header_fields)  # what the flow will show
+        shown = http.Headers(addon.desk.calls[flow].sent.header_fields)  # what the flow will show
     else:
         shown = flow.request.headers
     for name in ("authorization", "api-key", "x-api-key"):

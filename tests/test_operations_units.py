@@ -5,6 +5,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import dispatch
 import pytest
 from fake_oracle import Answer, FakeOracle, completion
 from gomodel_gateway.addon import GoModel
@@ -101,12 +102,12 @@ def test_a_call_admitted_before_its_key_is_revoked_is_refused_after(tmp_path: Pa
         chat = {"model": "xai.grok-4", "messages": [{"role": "user", "content": "hi"}]}
         revoked = gateway_flow("POST", CHAT, chat, authorization="Bearer gm-alpha-key")
         kept = gateway_flow("POST", CHAT, chat, authorization="Bearer gm-beta-key")
-        gateway.requestheaders(revoked)
-        gateway.requestheaders(kept)
+        dispatch.requestheaders(gateway, revoked)
+        dispatch.requestheaders(gateway, kept)
         keys("beta")
         gateway.runtime.reload_config_file()
-        await gateway.request(revoked)
-        await gateway.request(kept)
+        await dispatch.request(gateway, revoked)
+        await dispatch.request(gateway, kept)
         assert revoked.response is not None and revoked.response.status_code == 401
         assert kept.response is not None and kept.response.status_code == 200
         assert len(oracle.received) == 1

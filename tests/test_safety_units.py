@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+import dispatch
 import pytest
 from gomodel_gateway.accesslog import STRANGER_LINE_BURST, AccessLog, AccessRecord
 from gomodel_gateway.addon import GoModel
@@ -168,8 +169,8 @@ def test_master_key_is_required_before_the_body_is_read_except_for_health(
         health = flow_to("/health")
         allowed = flow_to("/v1/models", authorization="Bearer gm-secret")
         for flow in (refused, health, allowed):
-            gateway.requestheaders(flow)
-            asyncio.run(gateway.request(flow))
+            dispatch.requestheaders(gateway, flow)
+            asyncio.run(dispatch.request(gateway, flow))
 
     assert refused.response.status_code == 401
     assert refused.response.headers["www-authenticate"].startswith("Bearer")
@@ -186,7 +187,7 @@ def test_oversized_bodies_are_refused_from_their_headers(tmp_path: Path) -> None
             gomodel_max_body_size="1KiB",
         )
         flow = flow_to("/v1/chat/completions", b"x" * 2000)
-        gateway.requestheaders(flow)
+        dispatch.requestheaders(gateway, flow)
     assert flow.response.status_code == 413
     assert json.loads(flow.response.content)["error"]["code"] == "request_too_large"
 

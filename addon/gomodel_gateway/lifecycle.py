@@ -2,9 +2,10 @@
 the config file (reloads included), the model inventory and its discovery, the circuit
 breakers, the HTTP client to Oracle, the stream relay, metrics, and who may use the port.
 
-The request hooks (addon.py) read the state kept here; they never change it. Everything
-configuration-derived is rebuilt from scratch on every reconfigure, and requests in flight keep
-what they hold.
+The other addons and the call service read the state kept here; calls change only what they
+are meant to (the owners in the affinity store, the limiter's counters, metrics, the ledger's
+rows, the relay's jobs). Everything configuration-derived is rebuilt from scratch on every
+reconfigure, and requests in flight keep what they hold.
 """
 
 import asyncio
@@ -31,10 +32,10 @@ from .limiter import Limiter
 from .metrics import Metrics
 from .oci_discovery import fetch_oci_models
 from .options import (
-    FROM_ENVIRONMENT,
     OPTION_NAMES,
     Settings,
     declare_options,
+    default_settings,
     options_showing_passwords,
     read_settings,
 )
@@ -63,7 +64,7 @@ class Runtime:
     """What the options and the configuration file decide, kept current."""
 
     def __init__(self) -> None:
-        self.settings = Settings()
+        self.settings: Settings = default_settings()
         self.discovered: dict[str, tuple[str, ...]] = {}
         self.inventory = build_inventory((), {}, int(time.time()))
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -129,7 +130,7 @@ class Runtime:
                 self.update_exposure()
             return
         try:
-            settings = read_settings()
+            settings = read_settings(ctx.options)
             if self.is_running:
                 check_reload(self.config, settings.config)
         except ConfigError as e:
@@ -155,12 +156,12 @@ class Runtime:
                 "can use your Oracle key; set GOMODEL_MASTER_KEY or server.keys",
                 ctx.options.listen_host or "all interfaces",
             )
-        for option in options_showing_passwords():
+        for option in options_showing_passwords(ctx.options):
             logger.warning(
                 "gomodel: the option %s holds a password, which mitmweb's /options and the "
                 "command line (ps) show; set the environment variable %s instead",
-                option,
-                FROM_ENVIRONMENT[option][0],
+                option.name,
+                option.environment,
             )
         if self.upstream_proxy:
             logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
@@ -259,7 +260,7 @@ class Runtime:
 
     def reload_config_file(self) -> None:
         try:
-            settings = read_settings(reload=True)
+            settings = read_settings(ctx.options, reload=True)
             check_reload(self.config, settings.config)
         except ConfigError as e:
             logger.error(
