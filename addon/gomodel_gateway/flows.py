@@ -25,8 +25,9 @@ from . import safejson
 from .call import Call, SentRequest
 from .errors import JSON_HEADERS, GatewayError, error_body
 from .hosts import is_gateway_request
+from .outcomes import Local, Outcome, Refused, Sent, Streamed
 from .relay import REFUSAL_PATH
-from .service import CallService, GatewayState, Local, Outcome, Refused, Sent, Streamed
+from .service import CallService, GatewayState
 from .upstream import CLIENT_CREDENTIAL_HEADERS, REDACTED, shown_headers, upstream_location
 from .workarounds import STRANGER
 

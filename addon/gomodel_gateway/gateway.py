@@ -26,7 +26,7 @@ from .exposure import cors_headers
 from .flows import CallDesk, Stage, fail_closed, for_gateway, restore_replay
 from .keys import ANONYMOUS_KEY
 from .lifecycle import Runtime
-from .service import Body
+from .outcomes import Body
 from .upstream import FRAMING, is_returned
 
 

@@ -12,12 +12,11 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
 import certifi
 from mitmproxy import contentviews, ctx, exceptions
-from mitmproxy.proxy import mode_specs
 
 from .affinity import AffinityStore
 from .collection import Collector
@@ -30,6 +29,7 @@ from .inventory import build_inventory
 from .ledger import Ledger, Target, gateway_id, open_ledger, redact_url
 from .limiter import Limiter
 from .metrics import Metrics
+from .modes import listen_hosts, upstream_proxy
 from .oci_discovery import fetch_oci_models
 from .options import (
     OPTION_NAMES,
@@ -147,6 +147,21 @@ class Runtime:
         if ctx.options.connection_strategy != "lazy":
             ctx.options.update(connection_strategy="lazy")
             logger.info("gomodel: set connection_strategy=lazy so gateway hostnames need no DNS")
+        self.warn_about_options()
+        if self.upstream_proxy:
+            logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
+        self.is_running = True
+        try:
+            await self.relay.start()
+            await self.open_ledger(self.settings.usage_db)
+            self.start_discovery()
+            self.start_config_watch()
+        finally:  # whatever failed was logged: calls must not wait for ever
+            self.ready.set()
+        self.collector.freeze_startup()
+
+    def warn_about_options(self) -> None:
+        """Once, at start-up: options mitmproxy does not know, an open port, passwords shown."""
         unknown = sorted(name for name in ctx.options.deferred if name.startswith("gomodel_"))
         if unknown:
             logger.error("gomodel: unknown option(s): %s", ", ".join(unknown))
@@ -163,17 +178,6 @@ class Runtime:
                 option.name,
                 option.environment,
             )
-        if self.upstream_proxy:
-            logger.info("gomodel: calls to Oracle go through %s", self.upstream_proxy.url)
-        self.is_running = True
-        try:
-            await self.relay.start()
-            await self.open_ledger(self.settings.usage_db)
-            self.start_discovery()
-            self.start_config_watch()
-        finally:  # whatever failed was logged: calls must not wait for ever
-            self.ready.set()
-        self.collector.freeze_startup()
 
     async def done(self) -> None:
         self.ready.clear()
@@ -390,28 +394,3 @@ class Runtime:
     def breaker_states(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()
         return {name: breaker.snapshot(now) for name, breaker in self.breakers.items()}
-
-
-def listen_hosts(listen_host: str, modes: Sequence[str]) -> list[str]:
-    """The addresses mitmproxy listens on ("" for every interface), from its options."""
-    hosts = []
-    for spec in modes:
-        try:
-            hosts.append(mode_specs.ProxyMode.parse(spec).listen_host(listen_host))
-        except ValueError:
-            hosts.append("")  # unknown: assume exposed
-    return hosts
-
-
-def upstream_proxy(modes: Sequence[str], upstream_auth: str | None) -> UpstreamProxy | None:
-    """mitmproxy's `--mode upstream:URL`, which the gateway's own calls follow too."""
-    for spec in modes:
-        try:
-            mode = mode_specs.ProxyMode.parse(spec)
-        except ValueError:
-            continue
-        if isinstance(mode, mode_specs.UpstreamMode):
-            scheme, (host, port) = mode.scheme, mode.address
-            user, _, password = (upstream_auth or "").partition(":")
-            return UpstreamProxy(f"{scheme}://{host}:{port}", (user, password) if user else None)
-    return None

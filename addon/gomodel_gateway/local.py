@@ -1,6 +1,6 @@
-"""Endpoints the gateway answers itself: GET /v1/models, GET /v1/models/{id}, GET /health, and
-the Agents SDK's trace export (POST /v1/traces/ingest, accepted and dropped: traces neither fail
-nor leave the machine)."""
+"""The bodies of the endpoints the gateway answers itself from its inventory: GET /v1/models,
+GET /v1/models/{id} and GET /health, for the caller's key. (/metrics and the Agents SDK's trace
+export, accepted and dropped, are answered by the call service, service.py.)"""
 
 import json
 from collections.abc import Mapping

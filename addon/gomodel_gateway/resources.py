@@ -24,7 +24,6 @@ ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ID_PLACEHOLDER = "{id}"
 PAGING = frozenset({"after", "before", "limit", "order"})
 INCLUDE = frozenset({"include", "include[]"})
-DOCS = "https://docs.oracle.com/en-us/iaas/Content/generative-ai/"
 
 
 class Action(StrEnum):

@@ -12,7 +12,6 @@ flow and this; nothing here imports mitmproxy.
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import local, safejson
@@ -40,6 +39,7 @@ from .limiter import Limiter
 from .limits import limit_error
 from .metrics import Metrics
 from .options import Settings
+from .outcomes import Body, Local, Outcome, Refused, Sent, Streamed
 from .relay import StreamRelay
 from .resource_routing import (
     MAX_PAGES,
@@ -71,8 +71,6 @@ from .stored_ids import NO_IDS
 from .transport import Reply, Transport
 from .upstream import check_forwarded_headers, without_project
 
-Headers = list[tuple[str, str]]
-
 
 class GatewayState(Protocol):
     """What the call service reads of the gateway's configuration-derived state (kept by
@@ -96,48 +94,6 @@ class GatewayState(Protocol):
     def hosts(self) -> tuple[str, ...]: ...
 
     def breaker_states(self) -> dict[str, dict[str, object]]: ...
-
-
-@dataclass(frozen=True)
-class Local:
-    """Answered by the gateway itself (models, health, metrics, a preflight)."""
-
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Refused:
-    error: GatewayError
-
-
-@dataclass(frozen=True)
-class Sent:
-    """A plain call's answer from Oracle, as the client gets it."""
-
-    status: int
-    body: bytes
-    headers: Headers
-
-
-@dataclass(frozen=True)
-class Streamed:
-    """Handed to the stream relay: mitmproxy fetches the answer from `relay_path`."""
-
-    relay_path: str
-
-
-Outcome = Local | Refused | Sent | Streamed
-
-
-@dataclass(frozen=True)
-class Body:
-    """What a gateway call carries once its body is in."""
-
-    content: bytes
-    content_type: str
-    headers: Headers  # the client's, credentials already redacted
 
 
 class CallService:
