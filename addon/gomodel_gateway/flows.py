@@ -15,9 +15,8 @@ import json
 import logging
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from mitmproxy import connection, http
 
@@ -39,10 +38,9 @@ CREDENTIAL_FIELD_NAMES = frozenset(name.encode() for name in CLIENT_CREDENTIAL_H
 __all__ = ["REDACTED", "CallDesk", "Stage", "fail_closed"]
 
 
-@dataclass(frozen=True)
-class FlowRecord:
-    """What `flow.metadata["gomodel"]` holds for a routed call (a plain dict there, so that flow
-    files keep it): the client's own URL and model, for replays and mitmweb's view."""
+class FlowRecord(TypedDict):
+    """What `flow.metadata["gomodel"]` holds for a routed call (a plain dict, so that flow files
+    keep it): the client's own URL and model, for replays and mitmweb's view."""
 
     client_url: str
     method: str
@@ -244,7 +242,7 @@ class CallDesk:
         call.notes.extend(notes)
         entry = self.service.record(call, flow.response.status_code if flow.response else None)
         if call.route is not None:
-            flow.metadata[METADATA] = dataclasses.asdict(flow_record(call, entry.attempts))
+            flow.metadata[METADATA] = flow_record(call, entry.attempts)
         flow.comment = entry.comment()
         if entry.status >= 400 or entry.error:
             flow.marked = ":red_circle:"
