@@ -19,8 +19,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-DEFAULT_IDLE_TIMEOUT = 60.0
-
 
 @dataclass
 class _Connection:
