@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from gomodel_gateway.config import (
     ConfigError,
-    GatewayConfig,
     check_reload,
     expand_variables,
     load_config,
@@ -14,6 +13,7 @@ from gomodel_gateway.config import (
     parse_yaml,
 )
 from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
+from gomodel_gateway.providers import GatewayConfig
 
 CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
 FRANKFURT = "https://inference.generativeai.eu-frankfurt-1.oci.oraclecloud.com/openai/v1"

@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 ALIASES_ENV = "GOMODEL_ALIASES"
-# A model id (see config.is_model_id) in which `*` may stand for any run of characters.
+# A model id (see providers.is_model_id) in which `*` may stand for any run of characters.
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9._:/@+*-]*$")
 
 

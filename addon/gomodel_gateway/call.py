@@ -13,7 +13,6 @@ from enum import StrEnum
 from . import safejson
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
-from .config import MAX_MODEL_ID
 from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
@@ -28,6 +27,7 @@ from .limits import (
     needed_tokens,
     tokens_of,
 )
+from .providers import MAX_MODEL_ID
 from .routing import Endpoint, Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 

@@ -1,4 +1,5 @@
-"""Gateway configuration: env variables and config.yaml become a list of Oracle providers.
+"""Gateway configuration: env variables and config.yaml become a list of Oracle providers
+(the types they become are in `providers`).
 
 Pure functions only: the environment is passed in as a mapping and nothing here knows about
 mitmproxy, so every rule (precedence, expansion, validation) is testable as a table.
@@ -9,9 +10,9 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -19,13 +20,20 @@ import yaml
 from .adapt import ModelRules
 from .aliases import Alias, AliasError, parse_aliases
 from .keys import KeyConfigError, KeyRing, parse_client_keys
+from .providers import (
+    DEFAULT_MODELS_MODE,
+    DEFAULT_MODELS_REFRESH_SECONDS,
+    MODELS_MODES,
+    DiscoveryMethod,
+    GatewayConfig,
+    ModelsMode,
+    Provider,
+    is_model_id,
+    serves,
+)
 from .regions import check_region, control_plane_url, inference_base_url, region_of
 from .resilience import FailoverPolicy, RetryPolicy, Timeouts
 
-ModelsMode = Literal["fallback", "allowlist"]
-MODELS_MODES: tuple[ModelsMode, ...] = ("fallback", "allowlist")
-DEFAULT_MODELS_MODE: ModelsMode = "fallback"
-DEFAULT_MODELS_REFRESH_SECONDS = 600.0
 PROVIDER_TYPES = ("oracle",)
 DEFAULT_PROVIDER = "oracle"
 
@@ -49,8 +57,7 @@ PROVIDER_KEYS = frozenset(
         "parameter_map",
     }
 )
-DISCOVERY_METHODS = ("models", "oci")
-DEFAULT_OCI_CONFIG_FILE = "~/.oci/config"
+DISCOVERY_METHODS = tuple(method.value for method in DiscoveryMethod)
 OCID = re.compile(r"^ocid1\.[a-z0-9_-]+\.[a-z0-9_-]*\.[a-z0-9_-]*\.[A-Za-z0-9._-]+$")
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -89,65 +96,10 @@ SUFFIXED_ENV = re.compile(r"^ORACLE_([A-Z0-9_]+?)_(BASE_URL|API_KEY|MODELS|REGIO
 ENV_FIELDS = {"BASE_URL": "base_url", "API_KEY": "api_key", "MODELS": "models", "REGION": "region"}
 EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-# Model ids travel in JSON bodies and URLs: printable, no whitespace, no path tricks.
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
-
-
-MAX_MODEL_ID = 256  # Oracle's ids are short; a longer name is no model's, and logs echo it
-
-
-def is_model_id(text: str) -> bool:
-    """Printable, no whitespace, no %-escapes, no ".." path segments, at most 256 characters."""
-    return (
-        len(text) <= MAX_MODEL_ID
-        and bool(MODEL_ID.fullmatch(text))
-        and "/.." not in text
-        and "../" not in text
-    )
 
 
 class ConfigError(Exception):
     """A configuration that must stop the gateway; the message names the file and key."""
-
-
-@dataclass(frozen=True)
-class Provider:
-    name: str
-    base_url: str
-    api_key: str = field(repr=False)
-    models: tuple[str, ...]
-    models_mode: ModelsMode = DEFAULT_MODELS_MODE
-    models_refresh_seconds: float = DEFAULT_MODELS_REFRESH_SECONDS
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    region: str | None = None  # given, or read from an Oracle inference base URL
-    project: str | None = None  # an OCI Generative AI project OCID, sent as OpenAI-Project
-    discovery: str = "models"  # "models": ask {base_url}/models; "oci": the control plane
-    compartment_id: str | None = None
-    oci_config_file: str = DEFAULT_OCI_CONFIG_FILE
-    oci_profile: str = "DEFAULT"
-    control_plane_url: str | None = None
-    rules: ModelRules = field(default_factory=ModelRules)
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
-
-    @property
-    def address(self) -> str:
-        """host:port, for messages about connections."""
-        return f"{self.host}:{urlsplit(self.base_url).port or 443}"
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    providers: tuple[Provider, ...]
-    warnings: tuple[str, ...] = ()
-    source: str | None = None
-    # Keys clients must present to use the gateway (master and client keys); none: open.
-    keys: KeyRing = field(default_factory=KeyRing, repr=False)
-    retries: RetryPolicy = field(default_factory=RetryPolicy)
-    failover: FailoverPolicy = field(default_factory=FailoverPolicy)
-    aliases: tuple[Alias, ...] = ()
 
 
 @dataclass
@@ -422,8 +374,8 @@ def _oracle_extras(
     if discovery is not None:
         if discovery.value not in DISCOVERY_METHODS:
             raise ConfigError(f"{discovery.origin}: must be one of {', '.join(DISCOVERY_METHODS)}")
-        extras["discovery"] = discovery.value
-    if extras.get("discovery") == "oci":
+        extras["discovery"] = DiscoveryMethod(discovery.value)
+    if extras.get("discovery") == DiscoveryMethod.OCI:
         where = f"provider {name!r} with discovery: oci"
         if "compartment_id" not in extras:
             raise ConfigError(f"{where} needs compartment_id (the OCID whose models to list)")
@@ -608,15 +560,6 @@ def load_config(
         retries=parse_policy(document.get("retries"), f"{where}: retries", RetryPolicy()),
         failover=parse_policy(document.get("failover"), f"{where}: failover", FailoverPolicy()),
     )
-
-
-def serves(providers: Iterable[Provider], model: str) -> bool:
-    """Whether a configured provider lists the model id (bare, or pinned as provider/model)."""
-    prefix, _, bare = model.partition("/")
-    for provider in providers:
-        if model in provider.models or (provider.name == prefix and bare in provider.models):
-            return True
-    return False
 
 
 def check_alias_targets(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .aliases import Alias, match
-from .config import Provider
+from .providers import Provider
 
 
 @dataclass(frozen=True)

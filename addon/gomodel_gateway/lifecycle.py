@@ -20,7 +20,7 @@ from mitmproxy.proxy import mode_specs
 
 from .affinity import AffinityStore
 from .collection import Collector
-from .config import ConfigError, GatewayConfig, Provider, check_reload
+from .config import ConfigError, check_reload
 from .contentview import GoModelContentview
 from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
@@ -38,6 +38,7 @@ from .options import (
     options_showing_passwords,
     read_settings,
 )
+from .providers import GatewayConfig, Provider
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy

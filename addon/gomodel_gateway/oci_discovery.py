@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import Provider, is_model_id
 from .discovery import DiscoveryError, RedirectRefused
+from .providers import Provider, is_model_id
 from .redirects import is_redirect, refused
 
 # Vendors whose models the OpenAI-compatible endpoint does not serve.
