@@ -20,7 +20,8 @@ from mitmproxy.proxy import mode_specs
 
 from .affinity import AffinityStore
 from .collection import Collector
-from .config import ConfigError, check_reload
+from .config_reload import check_reload
+from .config_values import ConfigError
 from .contentview import GoModelContentview
 from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
