@@ -27,7 +27,7 @@ from .limits import (
     needed_tokens,
     tokens_of,
 )
-from .providers import MAX_MODEL_ID
+from .model_ids import MAX_MODEL_ID
 from .routing import Endpoint, Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 

@@ -30,7 +30,6 @@ from .providers import (
     DEFAULT_MODELS_REFRESH_SECONDS,
     GatewayConfig,
     Provider,
-    is_model_id,
     serves,
 )
 from .resilience import FailoverPolicy, RetryPolicy, Timeouts
@@ -130,7 +129,7 @@ def _aliases(
     block: Any, env: Mapping[str, str], where: str, providers: list[Provider], warnings: list[str]
 ) -> tuple[Alias, ...]:
     try:
-        aliases = parse_aliases(block, env, where, is_model_id)
+        aliases = parse_aliases(block, env, where)
     except AliasError as e:
         raise ConfigError(str(e)) from e
     check_alias_targets(aliases, providers, warnings)

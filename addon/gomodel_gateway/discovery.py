@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from . import safejson
-from .providers import DiscoveryMethod, Provider, is_model_id
+from .model_ids import is_model_id
+from .providers import DiscoveryMethod, Provider
 from .redirects import is_redirect, refused
 from .transport import Transport, describe
 

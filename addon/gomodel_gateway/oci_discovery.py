@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .discovery import DiscoveryError, RedirectRefused
-from .providers import Provider, is_model_id
+from .model_ids import is_model_id
+from .providers import Provider
 from .redirects import is_redirect, refused
 
 # Vendors whose models the OpenAI-compatible endpoint does not serve.

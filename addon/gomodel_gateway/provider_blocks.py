@@ -19,7 +19,8 @@ from .config_values import (
     parse_refresh_seconds,
     parse_rules,
 )
-from .providers import DiscoveryMethod, ModelsMode, Provider, is_model_id
+from .model_ids import is_model_id
+from .providers import DiscoveryMethod, ModelsMode, Provider
 from .regions import check_region, control_plane_url, inference_base_url, region_of
 from .resilience import Timeouts
 

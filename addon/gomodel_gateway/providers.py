@@ -1,11 +1,10 @@
-"""What a configuration describes: the Oracle providers, the gateway configuration holding them,
-and the rule a model id follows.
+"""What a configuration describes: the Oracle providers and the gateway configuration holding
+them.
 
 Pure data: parsing lives in `config` and the modules it calls, so a module that only needs a
 `Provider` does not depend on YAML, the environment or their error messages.
 """
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,26 +22,12 @@ DEFAULT_MODELS_MODE: ModelsMode = "fallback"
 DEFAULT_MODELS_REFRESH_SECONDS = 600.0
 DEFAULT_OCI_CONFIG_FILE = "~/.oci/config"
 
-# Model ids travel in JSON bodies and URLs: printable, no whitespace, no path tricks.
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
-MAX_MODEL_ID = 256  # Oracle's ids are short; a longer name is no model's, and logs echo it
-
 
 class DiscoveryMethod(StrEnum):
     """How a provider's models are discovered (the `discovery:` key)."""
 
     MODELS = "models"  # ask {base_url}/models with the provider key
     OCI = "oci"  # the OCI control plane, with OCI request signing
-
-
-def is_model_id(text: str) -> bool:
-    """Printable, no whitespace, no %-escapes, no ".." path segments, at most 256 characters."""
-    return (
-        len(text) <= MAX_MODEL_ID
-        and bool(MODEL_ID.fullmatch(text))
-        and "/.." not in text
-        and "../" not in text
-    )
 
 
 @dataclass(frozen=True)

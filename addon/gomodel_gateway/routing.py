@@ -18,7 +18,7 @@ from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
 from .limits import OUTPUT_LIMITS, check_output_limit
-from .providers import is_model_id
+from .model_ids import is_model_id
 from .stored_ids import NO_IDS, StoredIds, stored_ids
 
 
