@@ -20,7 +20,7 @@ class ConfigError(Exception):
 
 @dataclass
 class RawField:
-    """A raw provider field before validation, with where it came from for error messages."""
+    """A raw configuration value before validation, with where it came from for messages."""
 
     value: Any
     origin: str
