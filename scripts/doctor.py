@@ -33,9 +33,11 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "addon"))
 
-from gomodel_gateway.config import ConfigError, GatewayConfig, Provider, load_config  # noqa: E402
+from gomodel_gateway.config import load_config  # noqa: E402
+from gomodel_gateway.config_values import ConfigError  # noqa: E402
 from gomodel_gateway.discovery import DiscoveryError, RedirectRefused  # noqa: E402
 from gomodel_gateway.oci_discovery import fetch_oci_models  # noqa: E402
+from gomodel_gateway.providers import GatewayConfig, Provider  # noqa: E402
 from gomodel_gateway.redirects import direct_opener, is_redirect, refused  # noqa: E402
 from gomodel_gateway.regions import INFERENCE_HOST, check_region  # noqa: E402
 

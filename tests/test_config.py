@@ -4,16 +4,14 @@ import re
 from pathlib import Path
 
 import pytest
-from gomodel_gateway.config import (
-    ConfigError,
-    GatewayConfig,
-    check_reload,
-    expand_variables,
-    load_config,
-    parse_model_list,
-    parse_yaml,
-)
+from gomodel_gateway.config import load_config
+from gomodel_gateway.config_expansion import expand_variables
+from gomodel_gateway.config_file import parse_yaml
+from gomodel_gateway.config_reload import check_reload
+from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
+from gomodel_gateway.provider_blocks import parse_model_list
+from gomodel_gateway.providers import GatewayConfig
 
 CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"
 FRANKFURT = "https://inference.generativeai.eu-frankfurt-1.oci.oraclecloud.com/openai/v1"

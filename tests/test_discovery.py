@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from capture import CaptureServer
 from conftest import CHICAGO_KEY, capture_url, openai_client
-from gomodel_gateway.config import Provider
 from gomodel_gateway.discovery import (
     Discovery,
     DiscoveryError,
@@ -16,6 +15,7 @@ from gomodel_gateway.discovery import (
     fetch_models,
     parse_models_response,
 )
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.transport import Transport
 from processes import Simulator, start_gateway
 

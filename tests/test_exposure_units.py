@@ -1,7 +1,6 @@
 """Pure rules of who may use the port: pass-through modes, self addresses, origins, headers."""
 
 import pytest
-from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.exposure import (
     Passthrough,
@@ -14,6 +13,7 @@ from gomodel_gateway.exposure import (
     preflight_headers,
 )
 from gomodel_gateway.hosts import ip_address, is_listen_address, names_this_machine
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.upstream import (
     check_forwarded_headers,
     is_project_ocid,

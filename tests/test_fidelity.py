@@ -23,9 +23,9 @@ from fake_control_plane import (
     summary,
 )
 from gomodel_gateway.adapt import ModelRules, adapt, starved
-from gomodel_gateway.config import Provider
 from gomodel_gateway.discovery import DiscoveryError, RedirectRefused
 from gomodel_gateway.oci_discovery import fetch_oci_models, redirect_answer, select_chat_models
+from gomodel_gateway.providers import Provider
 from processes import REPO, Gateway, Simulator, clean_env, start_gateway
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

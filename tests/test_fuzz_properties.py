@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import dispatch
 import pytest
 from gomodel_gateway.addon import REDACTED, GoModel
-from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError, from_oracle
 from gomodel_gateway.flows import drop_body
 from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.relay import REFUSAL_PATH
 from gomodel_gateway.routing import Endpoint, Request, Route, classify, route
 from gomodel_gateway.sse import SSEParser

@@ -4,7 +4,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from gomodel_gateway.config import ConfigError, load_config
+from gomodel_gateway.config import load_config
+from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.keys import (
     ANONYMOUS,
     ANONYMOUS_KEY,

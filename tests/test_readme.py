@@ -5,7 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from gomodel_gateway.config import EXPANSION, load_config, parse_yaml
+from gomodel_gateway.config import load_config
+from gomodel_gateway.config_expansion import EXPANSION
+from gomodel_gateway.config_file import parse_yaml
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CHICAGO = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/20231130/actions/v1"

@@ -6,9 +6,9 @@ import ssl
 import pytest
 from gomodel_gateway import relay as relay_module
 from gomodel_gateway.call import Call
-from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import Target
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.relay import PATH_PREFIX, StreamRelay
 from gomodel_gateway.routing import Endpoint, Route
 from gomodel_gateway.transport import Transport

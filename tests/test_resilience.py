@@ -10,9 +10,11 @@ from email.utils import format_datetime
 import pytest
 from fake_oracle import Answer, FakeOracle, client_context, completion
 from gomodel_gateway.call import Attempt, Call
-from gomodel_gateway.config import ConfigError, Provider, load_config
+from gomodel_gateway.config import load_config
+from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import Target
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.relay import StreamRelay
 from gomodel_gateway.resilience import (
     CircuitBreaker,

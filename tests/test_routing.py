@@ -5,10 +5,10 @@ import json
 import pytest
 from gomodel_gateway import local
 from gomodel_gateway.aliases import Alias
-from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
 from gomodel_gateway.keys import ClientKey
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.routing import Endpoint, Request, classify, resolve_model, route
 
 US = Provider("oracle", "https://us.example/20231130/actions/v1", "k-us", ("m.a", "m.shared"))

@@ -9,10 +9,12 @@ import dispatch
 import pytest
 from gomodel_gateway.accesslog import STRANGER_LINE_BURST, AccessLog, AccessRecord
 from gomodel_gateway.addon import GoModel
-from gomodel_gateway.config import ConfigError, load_config, parse_size
+from gomodel_gateway.config import load_config
+from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
 from gomodel_gateway.routing import check_body_size, check_declared_body
+from gomodel_gateway.sizes import parse_size
 from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import http

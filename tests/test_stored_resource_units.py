@@ -6,9 +6,9 @@ import json
 import pytest
 from gomodel_gateway.affinity import AffinityStore
 from gomodel_gateway.basepaths import openai_base_url, resource_provider
-from gomodel_gateway.config import Provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
+from gomodel_gateway.providers import Provider
 from gomodel_gateway.resource_routing import (
     check_body,
     created,

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from .model_ids import is_model_id
+
 ALIASES_ENV = "GOMODEL_ALIASES"
-# A model id (see config.is_model_id) in which `*` may stand for any run of characters.
+# A model id (see model_ids.is_model_id) in which `*` may stand for any run of characters.
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9._:/@+*-]*$")
 
 
@@ -37,16 +39,14 @@ class AliasError(ValueError):
     """A malformed alias; the message names where it was set."""
 
 
-def parse_aliases(
-    block: Any, env: Mapping[str, str], where: str, is_model_id: Callable[[str], bool]
-) -> tuple[Alias, ...]:
+def parse_aliases(block: Any, env: Mapping[str, str], where: str) -> tuple[Alias, ...]:
     """The YAML block and the environment variable, validated; env entries override."""
     entries: dict[str, Alias] = {}
     if block is not None:
         if not isinstance(block, dict):
             raise AliasError(f"{where}: aliases must map alias names to model ids")
         for name, target in block.items():
-            entries[str(name)] = _alias(name, target, f"{where}: aliases.{name}", is_model_id)
+            entries[str(name)] = _alias(name, target, f"{where}: aliases.{name}")
     for item in env.get(ALIASES_ENV, "").split(","):
         if not item.strip():
             continue
@@ -54,13 +54,13 @@ def parse_aliases(
         origin = f"environment variable {ALIASES_ENV}"
         if not equals:
             raise AliasError(f"{origin}: {item.strip()!r} is not alias=target")
-        alias = _alias(name.strip(), target.strip(), origin, is_model_id)
+        alias = _alias(name.strip(), target.strip(), origin)
         entries.pop(alias.name, None)  # an override takes the environment's place in order
         entries[alias.name] = alias
     return tuple(entries.values())
 
 
-def _alias(name: Any, target: Any, origin: str, is_model_id: Callable[[str], bool]) -> Alias:
+def _alias(name: Any, target: Any, origin: str) -> Alias:
     if not isinstance(name, str) or not ALIAS_PATTERN.fullmatch(name) or ".." in name:
         rule = "letters, digits, . _ - : @ +, and * for any run"
         raise AliasError(f"{origin}: {name!r} is not a model name ({rule})")
@@ -69,7 +69,7 @@ def _alias(name: Any, target: Any, origin: str, is_model_id: Callable[[str], boo
     return Alias(name, target, origin)
 
 
-def match(aliases: Iterable[Alias], model: str, served: Callable[[str], bool]) -> Alias | None:
+def find_alias(aliases: Iterable[Alias], model: str, served: Callable[[str], bool]) -> Alias | None:
     """The alias a requested name resolves through, if any (see the module docstring).
     `served(model)` says whether the name is a model the gateway serves itself."""
     aliases = tuple(aliases)

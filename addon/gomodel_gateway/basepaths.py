@@ -10,7 +10,7 @@ host, same prefix); a base URL ending in neither (some other server) serves no r
 
 import dataclasses
 
-from .config import Provider
+from .providers import Provider
 
 ACTIONS_PATH = "/20231130/actions/v1"
 OPENAI_PATH = "/openai/v1"

@@ -13,12 +13,12 @@ from enum import StrEnum
 
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
-from .config import MAX_MODEL_ID
 from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
 from .ledger import UsageRow
 from .limits import Reservation
+from .model_ids import MAX_MODEL_ID
 from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from . import safejson
-from .config import Provider, is_model_id
+from .model_ids import is_model_id
+from .providers import DiscoveryMethod, Provider
 from .redirects import is_redirect, refused
 from .transport import Transport, describe
 
@@ -100,7 +101,7 @@ class Discovery:
             models = await self.fetch(provider)
         except DiscoveryError as e:
             # Oracle's usual 404 for API keys is no news; a refused redirect is a misconfiguration.
-            noteworthy = provider.discovery == "oci" or isinstance(e, RedirectRefused)
+            noteworthy = provider.discovery == DiscoveryMethod.OCI or isinstance(e, RedirectRefused)
             log = logger.warning if noteworthy else logger.info
             log(
                 "gomodel: provider %s: model discovery unavailable (%s); serving its configured "
@@ -110,7 +111,7 @@ class Discovery:
                 len(provider.models),
             )
             return False
-        source = "the OCI control plane" if provider.discovery == "oci" else "/models"
+        source = "the OCI control plane" if provider.discovery == DiscoveryMethod.OCI else "/models"
         if not models:
             logger.info("gomodel: provider %s: %s listed no models", provider.name, source)
             return False

@@ -8,8 +8,8 @@ a request always sees one consistent view without locks.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .aliases import Alias, match
-from .config import Provider
+from .aliases import Alias, find_alias
+from .providers import Provider
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Inventory:
         return sum(len(models) for models in self.models.values())
 
     def alias_for(self, model: str) -> Alias | None:
-        return match(self.aliases, model, lambda name: name in self.targets)
+        return find_alias(self.aliases, model, lambda name: name in self.targets)
 
     def find(self, model: str) -> tuple[Target, ...]:
         """Where a requested name goes: through its alias, if one applies, else itself."""

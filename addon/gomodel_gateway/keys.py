@@ -3,34 +3,23 @@
 Master keys (GOMODEL_MASTER_KEY, server.master_keys) are admin keys: every model, no limits.
 Client keys (server.keys) have a name, the key itself (`key`, with ${VAR}) or its SHA-256
 (`key_sha256`, so the file holds no secret), model patterns and limits. Only a key's name ever
-appears in logs, metrics, mitmweb and the ledger. Pure: nothing here knows about mitmproxy.
+appears in logs, metrics, mitmweb and the ledger. Pure: nothing here knows about mitmproxy;
+`config_server` reads the keys from the configuration.
 """
 
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 
 from .errors import GatewayError, clip_for_message
 from .limits import NO_LIMITS, Limits
 
-KEY_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-KEY_FIELDS = frozenset(
-    {"key", "key_sha256", "models", "requests_per_minute", "tokens_per_minute", "tokens_per_day"}
-)
-LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 MASTER = "master"  # the name every master key goes by
 ANONYMOUS = "anonymous"  # callers of a gateway without keys
 REPLAY = "replay"  # the operator's own replays (mitmweb, mitmdump -C)
 RESERVED_NAMES = (MASTER, ANONYMOUS, REPLAY)  # the gateway's own: no client key goes by them
-
-
-class KeyConfigError(ValueError):
-    """A malformed server.keys entry; the message names where."""
 
 
 @dataclass(frozen=True)
@@ -144,87 +133,3 @@ def model_not_allowed(key: ClientKey, model: str) -> GatewayError:
         param="model",
         code="model_not_allowed",
     )
-
-
-def parse_client_keys(
-    block: Any,
-    where: str,
-    expand: Callable[[str], tuple[str, tuple[str, ...]]],
-    master_keys: Iterable[str],
-) -> tuple[ClientKey, ...]:
-    """server.keys: name -> {key | key_sha256, models, limits}, validated. `expand` expands
-    ${VAR} (returning the unset names); master keys come first, named MASTER."""
-    keys = [ClientKey(MASTER, digest(key), admin=True) for key in master_keys]
-    if block is None:
-        return tuple(keys)
-    if not isinstance(block, Mapping):
-        raise KeyConfigError(f"{where}: server.keys must map key names to keys")
-    for name, entry in block.items():
-        origin = f"{where}: server.keys.{name}"
-        keys.append(_client_key(name, entry, origin, expand))
-    seen: dict[bytes, str] = {}
-    for key in keys:
-        if key.digest in seen:
-            raise KeyConfigError(
-                f"{where}: server.keys: {key.name!r} has the same key as {seen[key.digest]!r}"
-            )
-        seen[key.digest] = key.name
-    return tuple(keys)
-
-
-def _client_key(
-    name: Any, entry: Any, origin: str, expand: Callable[[str], tuple[str, tuple[str, ...]]]
-) -> ClientKey:
-    if not isinstance(name, str) or not KEY_NAME.fullmatch(name) or name in RESERVED_NAMES:
-        raise KeyConfigError(
-            f"{origin}: a key's name is 1-64 lowercase letters, digits, '.', '_', '-' (and not "
-            f"{MASTER!r}, {ANONYMOUS!r} or {REPLAY!r}: the gateway's own names)"
-        )
-    if not isinstance(entry, Mapping):
-        raise KeyConfigError(f"{origin} must be a mapping (key or key_sha256, models, limits)")
-    for field_name in entry:
-        if field_name not in KEY_FIELDS:
-            raise KeyConfigError(
-                f"{origin}.{field_name}: unknown field; expected one of "
-                + ", ".join(sorted(KEY_FIELDS))
-            )
-    if ("key" in entry) == ("key_sha256" in entry):
-        raise KeyConfigError(f"{origin}: give exactly one of key and key_sha256")
-    if "key" in entry:
-        raw = entry["key"]
-        if not isinstance(raw, str):
-            raise KeyConfigError(f"{origin}.key must be a string (use ${{VAR}})")
-        key, unset = expand(raw)
-        if not key.strip():
-            missing = f" ({', '.join(unset)} not set)" if unset else ""
-            raise KeyConfigError(f"{origin}.key is empty{missing}")
-        key_digest = digest(key.strip())
-    else:
-        hexdigest = entry["key_sha256"]
-        if not isinstance(hexdigest, str) or not SHA256_HEX.match(hexdigest.strip().lower()):
-            raise KeyConfigError(f"{origin}.key_sha256 must be 64 hexadecimal digits, quoted")
-        key_digest = bytes.fromhex(hexdigest.strip())
-    return ClientKey(name, key_digest, _models(entry.get("models"), origin), _limits(entry, origin))
-
-
-def _models(value: Any, origin: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value:
-        raise KeyConfigError(f"{origin}.models must be a non-empty list of model patterns")
-    for pattern in value:
-        if not isinstance(pattern, str) or not pattern.strip():
-            raise KeyConfigError(f"{origin}.models: {pattern!r} is not a model pattern")
-    return tuple(pattern.strip() for pattern in value)
-
-
-def _limits(entry: Mapping[str, Any], origin: str) -> Limits:
-    values: dict[str, int] = {}
-    for name in LIMIT_FIELDS:
-        if name not in entry:
-            continue
-        value = entry[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise KeyConfigError(f"{origin}.{name} must be a whole number of at least 1")
-        values[name] = value
-    return Limits(**values)

@@ -20,7 +20,8 @@ from mitmproxy import contentviews, ctx, exceptions
 
 from .affinity import AffinityStore
 from .collection import Collector
-from .config import ConfigError, GatewayConfig, Provider, check_reload
+from .config_reload import check_reload
+from .config_values import ConfigError
 from .contentview import GoModelContentview
 from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
@@ -39,6 +40,7 @@ from .options import (
     options_showing_passwords,
     read_settings,
 )
+from .providers import GatewayConfig, Provider
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy

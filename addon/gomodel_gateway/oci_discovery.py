@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import Provider, is_model_id
 from .discovery import DiscoveryError, RedirectRefused
+from .model_ids import is_model_id
+from .providers import Provider
 from .redirects import is_redirect, refused
 
 # Vendors whose models the OpenAI-compatible endpoint does not serve.
@@ -72,10 +73,28 @@ def fetch_oci_models(
         raise DiscoveryError(
             "discovery: oci needs the oci package; install it with: pip install oci"
         ) from e
+    client = _client(oci, provider)
+    _configure_session(client.base_client.session, ca_file, verify, proxy)
+    try:
+        summaries = _list_chat_models(client, provider.compartment_id)
+    except (
+        oci.exceptions.ServiceError,
+        oci.exceptions.RequestException,
+        oci.exceptions.BaseRequestException,
+        oci.exceptions.ClientError,
+        OSError,
+    ) as e:
+        raise _listing_error(oci, e, provider) from e
+    return select_chat_models(summaries, datetime.now(UTC))
+
+
+def _client(oci: Any, provider: Provider) -> Any:
+    """The SDK's client for the provider's control plane, from its OCI config file and profile;
+    no retries (discovery runs again on its interval)."""
     config_file = os.path.expanduser(provider.oci_config_file)
     try:
         config = oci.config.from_file(config_file, provider.oci_profile)
-        client = oci.generative_ai.GenerativeAiClient(
+        return oci.generative_ai.GenerativeAiClient(
             config,
             service_endpoint=provider.control_plane_url,
             timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
@@ -90,7 +109,10 @@ def fetch_oci_models(
         oci.exceptions.MissingPrivateKeyPassphrase,
     ) as e:
         raise DiscoveryError(f"{config_file} [{provider.oci_profile}] is not usable: {e}") from e
-    session = client.base_client.session
+
+
+def _configure_session(session: Any, ca_file: str | None, verify: bool, proxy: str | None) -> None:
+    """The SDK's requests session: the gateway's TLS settings and upstream proxy, no redirects."""
     session.trust_env = False  # HTTPS_PROXY may point at this very gateway
     if proxy:
         session.proxies = {"https": proxy, "http": proxy}
@@ -98,40 +120,40 @@ def fetch_oci_models(
     # requests follows redirects, re-sending the request's signature (to the same host) or the
     # request itself (elsewhere); with none allowed, a 3xx raises TooManyRedirects instead.
     session.max_redirects = 0
+
+
+def _list_chat_models(client: Any, compartment_id: str | None) -> list[Any]:
+    """Every page of the compartment's active chat models (ModelSummary objects)."""
     summaries: list[Any] = []
     page: dict[str, str] = {}
-    try:
-        # Page by page here: the SDK's pagination helper retries every call with its default
-        # strategy (8 attempts, a minute and more of backoff), whatever the client's is.
-        while True:
-            response = client.list_models(
-                compartment_id=provider.compartment_id,
-                capability=["CHAT"],
-                lifecycle_state="ACTIVE",
-                **page,
-            )
-            summaries.extend(response.data.items)
-            if not response.has_next_page:
-                break
-            page = {"page": response.next_page}
-    except oci.exceptions.ServiceError as e:
-        raise DiscoveryError(
-            f"the OCI control plane answered {e.status} {e.code}: {e.message}"
-            f" (opc-request-id {e.request_id})"
-        ) from e
-    except oci.exceptions.RequestException as e:
-        answer = redirect_answer(e)
-        if answer is None:
-            raise DiscoveryError(f"the OCI control plane could not be reached: {e}") from e
-        location = answer.headers.get("location")
-        reason = refused(
-            answer.status_code, provider.control_plane_url, location, "an OCI request signature"
+    # Page by page here: the SDK's pagination helper retries every call with its default
+    # strategy (8 attempts, a minute and more of backoff), whatever the client's is.
+    while True:
+        response = client.list_models(
+            compartment_id=compartment_id,
+            capability=["CHAT"],
+            lifecycle_state="ACTIVE",
+            **page,
         )
-        raise RedirectRefused(f"the OCI control plane {reason}") from e
-    except (
-        oci.exceptions.BaseRequestException,
-        oci.exceptions.ClientError,
-        OSError,
-    ) as e:
-        raise DiscoveryError(f"the OCI control plane could not be reached: {e}") from e
-    return select_chat_models(summaries, datetime.now(UTC))
+        summaries.extend(response.data.items)
+        if not response.has_next_page:
+            return summaries
+        page = {"page": response.next_page}
+
+
+def _listing_error(oci: Any, error: Exception, provider: Provider) -> DiscoveryError:
+    """What a failed listing says: Oracle's own error, a refused redirect, or no connection."""
+    if isinstance(error, oci.exceptions.ServiceError):
+        return DiscoveryError(
+            f"the OCI control plane answered {error.status} {error.code}: {error.message}"
+            f" (opc-request-id {error.request_id})"
+        )
+    if isinstance(error, oci.exceptions.RequestException):
+        answer = redirect_answer(error)
+        if answer is not None:
+            location = answer.headers.get("location")
+            reason = refused(
+                answer.status_code, provider.control_plane_url, location, "an OCI request signature"
+            )
+            return RedirectRefused(f"the OCI control plane {reason}")
+    return DiscoveryError(f"the OCI control plane could not be reached: {error}")

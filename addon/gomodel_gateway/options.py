@@ -20,12 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .accesslog import AccessLog, LogFormat, parse_format
-from .config import ConfigError, GatewayConfig, load_config, parse_size
+from .config import load_config
+from .config_values import ConfigError
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
 from .idle import parse_idle_timeout
 from .ledger import DEFAULT_USAGE_DB, Target, parse_target, postgres_passwords
 from .limiter import check_redis_url
+from .providers import GatewayConfig
+from .sizes import parse_size
 from .watch import Stamp, file_stamp
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"

@@ -30,8 +30,8 @@ import socket
 from aiohttp import web
 
 from .call import Call
-from .config import Provider
 from .errors import GatewayError
+from .providers import Provider
 from .routing import Endpoint
 from .sse import error_event
 from .transport import StreamBroken, Transport

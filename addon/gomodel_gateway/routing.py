@@ -14,11 +14,11 @@ from urllib.parse import unquote
 
 from . import resources, safejson
 from .adapt import adapt
-from .config import is_model_id
 from .errors import GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
 from .limits import OUTPUT_LIMITS, check_output_limit
+from .model_ids import is_model_id
 from .stored_ids import NO_IDS, StoredIds, stored_ids
 
 

@@ -21,7 +21,6 @@ from .affinity import AffinityStore
 from .budget import account, token_cost
 from .call import UNCOUNTED, Call, record, usage_row
 from .collection import Collector
-from .config import GatewayConfig
 from .errors import JSON_HEADERS, GatewayError
 from .exposure import origin_allowed, origin_refused, preflight_headers
 from .inventory import Inventory
@@ -40,6 +39,7 @@ from .limits import limit_error
 from .metrics import Metrics
 from .options import Settings
 from .outcomes import Body, Local, Outcome, Refused, Sent, Streamed
+from .providers import GatewayConfig
 from .relay import StreamRelay
 from .resource_routing import (
     MAX_PAGES,

@@ -32,9 +32,9 @@ from urllib.parse import quote
 import aiohttp
 
 from .call import Attempt, AttemptKind
-from .config import Provider
 from .errors import GatewayError, from_oracle
 from .inventory import Target
+from .providers import Provider
 from .redirects import is_redirect, refused_by_oracle
 from .resilience import (
     RETRYABLE_STATUSES,

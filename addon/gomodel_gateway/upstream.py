@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from .config import Provider
 from .errors import GatewayError, clip_for_message
+from .providers import Provider
 
 REDACTED = "[redacted by gomodel]"
 # Credentials a client may send to the gateway (or to a proxy); redacted on the flow once read.
