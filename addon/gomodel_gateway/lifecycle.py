@@ -40,7 +40,7 @@ from .options import (
     options_showing_passwords,
     read_settings,
 )
-from .providers import GatewayConfig, Provider
+from .providers import DiscoveryMethod, GatewayConfig, Provider
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
 from .transport import Transport, UpstreamProxy
@@ -362,7 +362,7 @@ class Runtime:
     async def fetch_models(self, provider: Provider) -> tuple[str, ...]:
         """Oracle's /models on the gateway's own client, or the OCI control plane's listing
         (the oci SDK, blocking, in a thread)."""
-        if provider.discovery == "oci":
+        if provider.discovery is DiscoveryMethod.OCI:
             options = ctx.options
             return await asyncio.to_thread(
                 fetch_oci_models,

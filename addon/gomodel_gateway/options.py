@@ -285,7 +285,7 @@ def default_settings() -> Settings:
 def read_settings(options: Any, reload: bool = False) -> Settings:
     """Read mitmproxy's `options`, the environment and the configuration file; ConfigError if
     invalid. `reload`: the file changed while serving, and must be there with content (see
-    config.py)."""
+    config_reload.py)."""
     values = {option.name: option_value(option, options, os.environ) for option in OPTIONS}
     fields = parse_options(values)
     config_file: ConfigFile = fields["config_file"]
