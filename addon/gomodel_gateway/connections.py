@@ -21,7 +21,7 @@ class Connections:
         self.runtime, self.desk = runtime, desk
         self.idle = IdleConnections(self.idle_timeout, self.close_client)
 
-    def call_started(self, flow: http.HTTPFlow, keyed: bool) -> None:
+    def call_in_progress(self, flow: http.HTTPFlow, keyed: bool) -> None:
         """A call on this connection is in progress (`keyed`: the connection is now its
         client's to keep)."""
         self.idle.call_started(flow.client_conn.id, flow.id, keyed)

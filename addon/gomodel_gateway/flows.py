@@ -136,7 +136,7 @@ class CallDesk:
         )
         return call
 
-    def apply(self, flow: http.HTTPFlow, call: Call, outcome: Outcome) -> None:
+    def carry_out(self, flow: http.HTTPFlow, call: Call, outcome: Outcome) -> None:
         """What the call service decided, done to the flow."""
         match outcome:
             case Refused(error):

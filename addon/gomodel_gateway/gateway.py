@@ -53,11 +53,12 @@ class Gateway:
             self.desk.refuse_unread(flow, call, e)
             return
         if answer is not None:
-            self.desk.apply(flow, call, answer)
+            self.desk.carry_out(flow, call, answer)
         elif call.key is not None:  # a stranger's /health does not hold the connection open
             # A master key's connection is its holder's to keep; a client key's, once a call
             # of its went to Oracle (see request).
-            self.connections.call_started(flow, call.key.admin and call.key is not ANONYMOUS_KEY)
+            keyed = call.key.admin and call.key is not ANONYMOUS_KEY
+            self.connections.call_in_progress(flow, keyed)
 
     @fail_closed(Stage.REQUEST)
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -74,8 +75,8 @@ class Gateway:
         )
         outcome = await self.desk.service.serve(call, body)
         if call.route is not None:  # sent with a gateway key: the connection is its client's
-            self.connections.call_started(flow, call.key is not ANONYMOUS_KEY)
-        self.desk.apply(flow, call, outcome)
+            self.connections.call_in_progress(flow, call.key is not ANONYMOUS_KEY)
+        self.desk.carry_out(flow, call, outcome)
 
     @fail_closed(Stage.RESPONSE)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
