@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .call import Attempt, AttemptKind
+from .attempts import Attempt, AttemptKind
 from .config import Provider
 from .errors import GatewayError, from_oracle
 from .inventory import Target
