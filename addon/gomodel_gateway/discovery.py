@@ -13,8 +13,9 @@ import aiohttp
 
 from . import safejson
 from .config import Provider, is_model_id
+from .oracle_session import describe
 from .redirects import is_redirect, refused
-from .transport import Transport, describe
+from .transport import Transport
 
 logger = logging.getLogger(__name__)
 

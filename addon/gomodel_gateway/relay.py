@@ -32,9 +32,10 @@ from aiohttp import web
 from .call import Call
 from .config import Provider
 from .errors import GatewayError
+from .oracle_stream import StreamBroken
 from .routing import Endpoint
 from .sse import error_event
-from .transport import StreamBroken, Transport
+from .transport import Transport
 
 logger = logging.getLogger("gomodel")
 
