@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 
 MINUTE = 60
 DAY = 86400
@@ -170,7 +170,7 @@ def check_output_limit(name: str, value: Any) -> None:
             400,
             f"Invalid type for {name!r}: expected an integer, but got {kind} instead.",
             param=name,
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     if value > MAX_OUTPUT_LIMIT:
         raise GatewayError(
@@ -178,7 +178,7 @@ def check_output_limit(name: str, value: Any) -> None:
             f"Invalid {name!r}: integer above maximum value. Expected a value <= "
             f"{MAX_OUTPUT_LIMIT}, but got {str(value)[:40]} instead.",
             param=name,
-            code="integer_above_max_value",
+            code=ErrorCode.INTEGER_ABOVE_MAX_VALUE,
         )
 
 
@@ -275,7 +275,7 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
         return GatewayError(
             429,
             f"The key {key_name!r} {spent}; it is fresh again in {retry} s, at 00:00 UTC.",
-            code="insufficient_quota",
+            code=ErrorCode.INSUFFICIENT_QUOTA,
             type="insufficient_quota",
             headers=(*headers, ("x-should-retry", "false")),
         )
@@ -284,7 +284,7 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
     return GatewayError(
         429,
         f"The key {key_name!r} is over its limit of {limit} {unit} per minute; retry in {retry} s.",
-        code="rate_limit_exceeded",
+        code=ErrorCode.RATE_LIMIT_EXCEEDED,
         type="requests" if unit == "requests" else "tokens",
         headers=headers,
     )

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from . import resources, safejson
 from .adapt import adapt
 from .config import is_model_id
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
 from .limits import OUTPUT_LIMITS, check_output_limit
@@ -143,21 +143,21 @@ def classify(method: str, path: str) -> Request:
             404,
             f"{clean} is not served: Oracle's OpenAI-compatible API offers no "
             f"{NOT_AT_ORACLE[clean]}. This gateway serves {SUPPORTED}.",
-            code="unknown_url",
+            code=ErrorCode.UNKNOWN_URL,
         )
     else:
         raise GatewayError(
             404,
             f"Unknown path {clip_for_message(raw_path)}: this gateway serves {SUPPORTED}. "
             "(Oracle's OpenAI-compatible endpoint offers no embeddings, images or audio.)",
-            code="unknown_url",
+            code=ErrorCode.UNKNOWN_URL,
         )
     if method != allowed:
         raise GatewayError(
             405,
             f"Method {clip_for_message(method)} is not allowed on {clip_for_message(clean)}; "
             f"use {allowed}.",
-            code="method_not_allowed",
+            code=ErrorCode.METHOD_NOT_ALLOWED,
             headers=(("allow", allowed),),
         )
     return Request(endpoint, query, model)
@@ -170,10 +170,12 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise GatewayError(
             400,
             f"Request body is not UTF-8 (invalid byte at position {e.start}).",
-            code="invalid_body",
+            code=ErrorCode.INVALID_BODY,
         ) from e
     if not text.strip():
-        raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
+        raise GatewayError(
+            400, "Request body is empty; send a JSON object.", code=ErrorCode.INVALID_BODY
+        )
     try:
         document = safejson.loads(text, unique_keys=True, standard=True)
     except safejson.DuplicateKeyError as e:
@@ -182,15 +184,17 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
             400,
             f"Request body has the key {clip_for_message(e.key)} twice in one object; "
             "send each key once.",
-            code="invalid_json",
+            code=ErrorCode.INVALID_JSON,
         ) from e
     except ValueError as e:
-        raise GatewayError(400, f"Request body is not valid JSON: {e}.", code="invalid_json") from e
+        raise GatewayError(
+            400, f"Request body is not valid JSON: {e}.", code=ErrorCode.INVALID_JSON
+        ) from e
     if not isinstance(document, dict):
         raise GatewayError(
             400,
             f"Request body must be a JSON object, not {type(document).__name__}.",
-            code="invalid_body",
+            code=ErrorCode.INVALID_BODY,
         )
     return document
 
@@ -199,14 +203,14 @@ def _requested_model(document: dict[str, Any]) -> str:
     model = document.get("model")
     if model is None:
         raise GatewayError(
-            400, "You must provide a model parameter.", param="model", code="missing_model"
+            400, "You must provide a model parameter.", param="model", code=ErrorCode.MISSING_MODEL
         )
     if not isinstance(model, str):
         raise GatewayError(
             400,
             f"'model' must be a string, not {type(model).__name__}.",
             param="model",
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     if not model.isprintable() or not is_model_id(model):  # a newline would reach the ledger
         raise GatewayError(
@@ -214,7 +218,7 @@ def _requested_model(document: dict[str, Any]) -> str:
             f"{clip_for_message(model)} is not a valid model id: use letters, digits and "
             ". _ - : @ +, optionally prefixed by a provider name and '/'.",
             param="model",
-            code="invalid_model",
+            code=ErrorCode.INVALID_MODEL,
         )
     return model
 
@@ -228,7 +232,7 @@ def _stream_flag(document: dict[str, Any]) -> bool:
             400,
             f"'stream' must be a boolean, not {type(stream).__name__}.",
             param="stream",
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     return stream
 
@@ -247,7 +251,7 @@ def resolve_model(
             f"The model {echoed} is an alias ({alias.origin}) of {alias.target!r}, which no "
             f"provider serves now; {HOW_TO_ADD_MODELS}, or point the alias elsewhere.",
             param="model",
-            code="model_not_found",
+            code=ErrorCode.MODEL_NOT_FOUND,
         )
     if not inventory.providers:
         raise GatewayError(
@@ -255,7 +259,7 @@ def resolve_model(
             f"The model {echoed} is not available: no Oracle provider is configured. Set "
             "ORACLE_BASE_URL, ORACLE_API_KEY and ORACLE_MODELS, or add a provider to config.yaml.",
             param="model",
-            code="model_not_found",
+            code=ErrorCode.MODEL_NOT_FOUND,
         )
     if inventory.model_count == 0:
         raise GatewayError(
@@ -264,7 +268,7 @@ def resolve_model(
             "/models listed none. Set ORACLE_MODELS (comma-separated) or the provider's "
             "models: in config.yaml.",
             param="model",
-            code="model_not_found",
+            code=ErrorCode.MODEL_NOT_FOUND,
         )
     prefix, _, bare = model.partition("/")
     if bare and (provider := inventory.provider(prefix)):
@@ -273,7 +277,7 @@ def resolve_model(
             f"Provider {provider.name!r} does not serve model {clip_for_message(bare)}; to use it, "
             f"{HOW_TO_ADD_MODELS}.",
             param="model",
-            code="model_not_found",
+            code=ErrorCode.MODEL_NOT_FOUND,
         )
     listed = [m.id for m in inventory.listing if visible(m.id)]
     shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
@@ -289,7 +293,7 @@ def resolve_model(
         404,
         f"The model {echoed} does not exist on this gateway (available: {shown}). {advice}",
         param="model",
-        code="model_not_found",
+        code=ErrorCode.MODEL_NOT_FOUND,
     )
 
 
@@ -305,7 +309,7 @@ def check_body_size(size: int, limit: int) -> None:
             413,
             f"Request body is {size} bytes; this gateway accepts at most {limit} "
             "(option gomodel_max_body_size).",
-            code="request_too_large",
+            code=ErrorCode.REQUEST_TOO_LARGE,
         )
 
 
@@ -319,7 +323,7 @@ def check_declared_body(
             415,
             f"Compressed request bodies (content-encoding: {clip_for_message(content_encoding)}) "
             "are not accepted; send the JSON uncompressed.",
-            code="unsupported_encoding",
+            code=ErrorCode.UNSUPPORTED_ENCODING,
         )
     if content_length is not None and content_length.strip().isdigit():
         check_body_size(int(content_length), limit)
@@ -334,14 +338,14 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
                 400,
                 f"'messages' must be a list of messages, not {kind}.",
                 param="messages",
-                code="invalid_type",
+                code=ErrorCode.INVALID_TYPE,
             )
     elif "input" in document and not isinstance(document["input"], str | list):
         raise GatewayError(
             400,
             f"'input' must be a string or a list, not {type(document['input']).__name__}.",
             param="input",
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     for name in OUTPUT_LIMITS:  # counted against budgets: whole numbers a store can hold
         check_output_limit(name, document.get(name))
@@ -351,7 +355,7 @@ def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
             400,
             f"'stream_options' must be an object, not {type(options).__name__}.",
             param="stream_options",
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
 
 
@@ -366,7 +370,7 @@ def check_no_query(endpoint: Endpoint, query: str) -> None:
         f"Query parameter {clip_for_message(name)} is not accepted on POST /v1/{endpoint.value}, "
         "which takes none: its parameters go in the JSON body.",
         param=name[:MAX_QUERY_NAME] or None,
-        code="invalid_query",
+        code=ErrorCode.INVALID_QUERY,
     )
 
 

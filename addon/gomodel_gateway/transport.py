@@ -27,7 +27,7 @@ import aiohttp
 
 from .attempts import Attempt, AttemptKind
 from .config import Provider
-from .errors import GatewayError, from_oracle
+from .errors import ErrorCode, GatewayError, from_oracle
 from .inventory import Target
 from .oracle_session import OracleSession, UpstreamProxy, describe
 from .oracle_stream import StreamBroken, UpstreamStream, read_body, read_chunk
@@ -281,7 +281,7 @@ class Transport(OracleSession):
             503,
             f"Every provider serving {route.subject} ({names}) failed repeatedly and "
             f"is cooling down; retry in about {wait} s (see /health).",
-            code="providers_cooling_down",
+            code=ErrorCode.PROVIDERS_COOLING_DOWN,
             type="api_error",
             headers=(("retry-after", str(wait)),),
         )
@@ -295,7 +295,11 @@ class Transport(OracleSession):
             if (count := len(list(group)))
         )
         timed_out = attempts and all(a.timed_out for a in attempts)
-        status, code = (504, "upstream_timeout") if timed_out else (502, "upstream_unreachable")
+        status, code = (
+            (504, ErrorCode.UPSTREAM_TIMEOUT)
+            if timed_out
+            else (502, ErrorCode.UPSTREAM_UNREACHABLE)
+        )
         return GatewayError(
             status,
             f"Oracle could not be reached for {route.subject} after "

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .config import Provider
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 
 REDACTED = "[redacted by gomodel]"
 # Credentials a client may send to the gateway (or to a proxy); redacted on the flow once read.
@@ -70,7 +70,7 @@ def check_forwarded_headers(client_headers: Iterable[tuple[str, str]]) -> None:
                 f"Header {clip_for_message(name)} holds control characters or bytes that are not "
                 "text; send it as printable text.",
                 param=lowered,
-                code="invalid_header",
+                code=ErrorCode.INVALID_HEADER,
             )
 
 
