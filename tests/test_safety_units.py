@@ -11,7 +11,7 @@ from gomodel_gateway.addon import GoModel
 from gomodel_gateway.config import ConfigError, load_config, parse_size
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
-from gomodel_gateway.routing import check_body_size, check_declared_body
+from gomodel_gateway.request_checks import check_body_size, check_declared_body
 from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import http

@@ -59,6 +59,7 @@ from .keys import (
 from .lifecycle import Runtime
 from .limits import limit_error
 from .relay import REFUSAL_PATH
+from .request_checks import check_body_size, check_declared_body
 from .resource_routing import (
     MAX_PAGES,
     check_body,
@@ -79,8 +80,6 @@ from .routing import (
     Endpoint,
     Request,
     Route,
-    check_body_size,
-    check_declared_body,
     classify,
     route,
 )

@@ -25,8 +25,9 @@ from .basepaths import resource_provider
 from .errors import ErrorCode, GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import ClientKey
+from .request_checks import parse_json_object
 from .resources import Action, Operation, ResourcePath
-from .routing import Endpoint, Request, Route, parse_json_object
+from .routing import Endpoint, Request, Route
 from .stored_ids import NO_IDS, StoredIds, content_ids, is_id
 
 
