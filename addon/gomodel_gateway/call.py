@@ -21,8 +21,6 @@ from .ledger import UsageRow
 from .limiter import Limiter
 from .limits import (
     CONTENT_OPERATIONS,
-    BackgroundRun,
-    ContextSizes,
     Reservation,
     estimate_tokens,
     needed_tokens,
@@ -30,6 +28,7 @@ from .limits import (
 )
 from .routing import Endpoint, Request, Route
 from .sse import StreamSummary, UsageChunkFilter
+from .stored_usage import BackgroundRun, ContextSizes
 
 DEFAULT_KEPT_STREAM_BYTES = 1024 * 1024
 
