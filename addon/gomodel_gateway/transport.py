@@ -72,6 +72,12 @@ class Reply:
     def request_id(self) -> str | None:
         return next((v for k, v in self.headers if k.lower() == "opc-request-id"), None)
 
+    def retry_after(self, now: float) -> float | None:
+        """The seconds Oracle asked to wait (its last Retry-After header), if usable."""
+        return parse_retry_after(
+            dict((k.lower(), v) for k, v in self.headers).get("retry-after"), now
+        )
+
 
 def redirect_refused(response: aiohttp.ClientResponse, url: str, target: Target) -> Reply:
     """The 502 a 3xx from Oracle becomes (a redirect is never followed)."""
@@ -209,11 +215,7 @@ class Transport(OracleSession):
                 if reply.status == 429:  # a live provider asking us to slow down
                     verdicts[name] = True
                 last_reply = reply
-                wait = parse_retry_after(
-                    dict((k.lower(), v) for k, v in reply.headers).get("retry-after"),
-                    self.wall_clock(),
-                )
-                if wait is not None:
+                if (wait := reply.retry_after(self.wall_clock())) is not None:
                     retry_after = max(retry_after or 0.0, wait)
             if not tried and round_number == 0:
                 raise self._cooling_down(route)
