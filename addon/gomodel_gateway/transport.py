@@ -13,6 +13,9 @@ connections move on to the next provider, and after a round with no answer the n
 `max_retries` more rounds. A provider that timed out waiting for headers is not asked again in
 this call: the request may still be running there. A redirect is never followed (it would take
 the provider key along): it ends the call as a 502, like a 4xx, neither retried nor failed over.
+
+The aiohttp session under it (TLS, the upstream proxy) is oracle_session.py; reading a body or a
+stream with its idle timeout, oracle_stream.py; what each attempt became, attempts.py.
 """
 
 import asyncio
