@@ -8,15 +8,11 @@ from gomodel_gateway.limits import (
     DAY,
     MAX_TOKENS,
     MINUTE,
-    BackgroundRun,
-    BackgroundRuns,
     Buckets,
-    ContextSizes,
     Counts,
     Limits,
     LocalCounters,
     Refusal,
-    Reservation,
     Verdict,
     decide,
     estimate_tokens,
@@ -232,29 +228,3 @@ def test_a_call_spending_no_tokens_is_held_to_the_request_rate_only() -> None:
     counters.admit("team", limits, T0, reserve=500)  # the budgets are spent
     assert counters.admit("team", limits.requests_only(), T0 + 1).admitted
     assert not counters.admit("team", limits.requests_only(), T0 + 2).admitted  # 2 a minute
-
-
-def test_stored_context_sizes_are_bounded_and_never_negative() -> None:
-    contexts = ContextSizes(capacity=2)
-    contexts.set("conv_a", 100)
-    contexts.add("conv_a", 50)
-    contexts.set("resp_b", 7)
-    assert contexts.of(["conv_a", "resp_b", "unknown"]) == 157
-    contexts.set("resp_c", 1)  # the least recently used goes first
-    assert contexts.of(["conv_a"]) == 0 and contexts.of(["resp_b", "resp_c"]) == 8
-    contexts.add("resp_b", -100)
-    assert contexts.of(["resp_b"]) == 0
-
-
-def test_a_background_run_is_settled_once_when_seen_finished_with_usage() -> None:
-    runs, reservation = BackgroundRuns(capacity=2), Reservation("team", 500, 1, 1)
-    runs.started("resp_a", BackgroundRun(reservation, "xai.grok-4", None))
-    assert runs.finished("resp_a", "in_progress", usage_known=False) is None
-    assert runs.finished("resp_a", "completed", usage_known=True).reservation == reservation
-    assert runs.finished("resp_a", "completed", usage_known=True) is None  # once
-    runs.started("resp_b", BackgroundRun(reservation, "m", None))
-    assert runs.finished("resp_b", "cancelled", usage_known=False) is None  # the estimate stands
-    assert len(runs) == 0
-    for name in ("resp_c", "resp_d", "resp_e"):
-        runs.started(name, BackgroundRun(reservation, "m", None))
-    assert len(runs) == 2  # the oldest went first

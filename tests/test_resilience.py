@@ -9,7 +9,8 @@ from email.utils import format_datetime
 
 import pytest
 from fake_oracle import Answer, FakeOracle, client_context, completion
-from gomodel_gateway.call import Attempt, Call
+from gomodel_gateway.attempts import Attempt
+from gomodel_gateway.call import Call
 from gomodel_gateway.config import load_config
 from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.errors import GatewayError

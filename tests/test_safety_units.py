@@ -13,7 +13,7 @@ from gomodel_gateway.config import load_config
 from gomodel_gateway.config_values import ConfigError
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.keys import MASTER, ClientKey, KeyRing, digest
-from gomodel_gateway.routing import check_body_size, check_declared_body
+from gomodel_gateway.request_checks import check_body_size, check_declared_body
 from gomodel_gateway.sizes import parse_size
 from hypothesis import given
 from hypothesis import strategies as st

@@ -9,6 +9,7 @@ from gomodel_gateway.basepaths import openai_base_url, resource_provider
 from gomodel_gateway.errors import GatewayError
 from gomodel_gateway.inventory import build_inventory
 from gomodel_gateway.providers import Provider
+from gomodel_gateway.request_checks import parse_json_object
 from gomodel_gateway.resource_routing import (
     check_body,
     created,
@@ -18,14 +19,7 @@ from gomodel_gateway.resource_routing import (
     route_resource,
 )
 from gomodel_gateway.resources import OPERATIONS, parse
-from gomodel_gateway.routing import (
-    Endpoint,
-    Request,
-    Route,
-    classify,
-    parse_json_object,
-    route,
-)
+from gomodel_gateway.routing import Endpoint, Request, Route, classify, route
 from gomodel_gateway.stored_ids import stored_ids
 
 HOST = "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com"

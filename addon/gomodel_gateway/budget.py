@@ -10,15 +10,9 @@ from . import safejson
 from .accesslog import AccessRecord
 from .call import Call, Cost
 from .limiter import Limiter
-from .limits import (
-    CONTENT_OPERATIONS,
-    BackgroundRun,
-    ContextSizes,
-    estimate_tokens,
-    needed_tokens,
-    tokens_of,
-)
+from .limits import CONTENT_OPERATIONS, estimate_tokens, needed_tokens, tokens_of
 from .routing import Endpoint, Request, Route
+from .stored_usage import BackgroundRun, ContextSizes
 
 
 def token_cost(request: Request, planned: Route, contexts: ContextSizes) -> Cost:
@@ -57,7 +51,7 @@ def charged_tokens(entry: AccessRecord) -> int | None:
 
 def account(call: Call, entry: AccessRecord, limiter: Limiter) -> bool:
     """A finished call's tokens: its usage settles its reservation; what it added to stored
-    state is remembered (limits.ContextSizes); a background run is kept until a later call
+    state is remembered (stored_usage.ContextSizes); a background run is kept until a later call
     (a poll, a resumed stream, a cancel) sees it finished, and that call's ledger row carries
     the run's usage, once. False when the record's tokens are no new use (a stored response
     read again): its ledger row then carries none."""

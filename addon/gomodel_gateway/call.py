@@ -9,10 +9,10 @@ Pure: nothing here knows about mitmproxy.
 """
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
+from .attempts import Attempt
 from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
@@ -23,38 +23,6 @@ from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
 DEFAULT_KEPT_STREAM_BYTES = 1024 * 1024
-
-
-class AttemptKind(StrEnum):
-    ANSWERED = "answered"  # Oracle answered with a status
-    CONNECT = "connect"  # no connection (refused, DNS, TLS, connect timeout): nothing was sent
-    TIMEOUT = "timeout"  # no answer headers in time: the request may still run at Oracle
-    DROPPED = "dropped"  # the connection broke before a complete answer
-
-
-@dataclass(frozen=True)
-class Attempt:
-    provider: str
-    address: str  # host:port
-    kind: AttemptKind
-    status: int | None  # when answered
-    detail: str  # what went wrong, in words
-    seconds: float
-
-    @property
-    def failed(self) -> bool:
-        """No answer, or one worth trying elsewhere (429, 5xx)."""
-        return self.status is None or self.status == 429 or self.status >= 500
-
-    @property
-    def outcome(self) -> str:
-        """For logs: the status, or what went wrong."""
-        return str(self.status) if self.status is not None else self.detail
-
-    @property
-    def label(self) -> str:
-        """For metrics: the status, or the kind of failure (bounded)."""
-        return str(self.status) if self.status is not None else self.kind.value
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ import aiohttp
 
 from . import safejson
 from .model_ids import is_model_id
+from .oracle_session import describe
 from .providers import DiscoveryMethod, Provider
 from .redirects import is_redirect, refused
-from .transport import Transport, describe
+from .transport import Transport
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,73 @@ into OpenAI errors with the same status, adding the troubleshooting hint users n
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from . import safejson
 
 JSON_HEADERS = {"content-type": "application/json"}
+
+
+class ErrorCode(StrEnum):
+    """Every `code` the gateway puts in an error it answers. A StrEnum: the JSON body, the
+    access log and the metrics' labels show the plain string."""
+
+    # The request itself (routing, stored ids, resource paths, headers)
+    UNKNOWN_URL = "unknown_url"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INVALID_BODY = "invalid_body"
+    INVALID_JSON = "invalid_json"
+    INVALID_TYPE = "invalid_type"
+    INTEGER_ABOVE_MAX_VALUE = "integer_above_max_value"
+    MISSING_MODEL = "missing_model"
+    INVALID_MODEL = "invalid_model"
+    MODEL_NOT_FOUND = "model_not_found"
+    REQUEST_TOO_LARGE = "request_too_large"
+    REQUEST_HEADER_TOO_LARGE = "request_header_too_large"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_QUERY = "invalid_query"
+    INVALID_HEADER = "invalid_header"
+    INVALID_ID = "invalid_id"
+    NOT_OFFERED_BY_ORACLE = "not_offered_by_oracle"
+    # Client keys, their limits, and who may reach the gateway (keys, limits, exposure)
+    INVALID_API_KEY = "invalid_api_key"
+    ADMIN_KEY_REQUIRED = "admin_key_required"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    PASSTHROUGH_DISABLED = "passthrough_disabled"
+    LOOP_DETECTED = "loop_detected"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    # Stored resources and their owners (resource_routing)
+    NO_RESOURCE_PROVIDER = "no_resource_provider"
+    CONFLICTING_OWNERS = "conflicting_owners"
+    MODEL_NOT_AT_OWNER = "model_not_at_owner"
+    ITEM_REFERENCE_NOT_ALLOWED = "item_reference_not_allowed"
+    RESOURCE_NOT_FOUND = "resource_not_found"
+    # Reaching Oracle (transport, redirects, the stream relay)
+    PROVIDERS_COOLING_DOWN = "providers_cooling_down"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_REDIRECT = "upstream_redirect"
+    STREAM_INTERRUPTED = "stream_interrupted"
+    # Oracle's error statuses, when its body names no code of its own (UPSTREAM_CODES)
+    BAD_REQUEST = "bad_request"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_FOUND = "not_found"
+    TIMEOUT = "timeout"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    # The gateway itself, and mitmproxy's own protocol errors (workarounds.py)
+    GATEWAY_BUSY = "gateway_busy"
+    GATEWAY_ERROR = "gateway_error"
+    INVALID_REQUEST = "invalid_request"
+    NOT_IMPLEMENTED = "not_implemented"
+    BAD_GATEWAY = "bad_gateway"
+    GATEWAY_TIMEOUT = "gateway_timeout"
+    PROXY_ERROR = "proxy_error"
+
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -25,17 +87,17 @@ ERROR_TYPES = {
     429: "rate_limit_error",
 }
 UPSTREAM_CODES = {
-    400: "bad_request",
-    401: "invalid_api_key",
-    403: "permission_denied",
-    404: "not_found",
-    408: "timeout",
-    413: "request_too_large",
-    429: "rate_limit_exceeded",
-    500: "upstream_error",
-    502: "upstream_error",
-    503: "upstream_unavailable",
-    504: "upstream_timeout",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.INVALID_API_KEY,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.NOT_FOUND,
+    408: ErrorCode.TIMEOUT,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    429: ErrorCode.RATE_LIMIT_EXCEEDED,
+    500: ErrorCode.UPSTREAM_ERROR,
+    502: ErrorCode.UPSTREAM_ERROR,
+    503: ErrorCode.UPSTREAM_UNAVAILABLE,
+    504: ErrorCode.UPSTREAM_TIMEOUT,
 }
 ORACLE_404_HINT = (
     "Oracle answers 404 'Authorization failed or requested resource not found' when the API key's "
@@ -74,7 +136,7 @@ class GatewayError(Exception):
 
     status: int
     message: str
-    code: str | None = None
+    code: ErrorCode | None = None
     param: str | None = None
     type: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -98,7 +160,7 @@ def error_body(
     status: int,
     message: str,
     *,
-    code: str | None = None,
+    code: str | None = None,  # an ErrorCode, or Oracle's own symbolic code
     param: str | None = None,
     error_type: str | None = None,
 ) -> bytes:
@@ -142,7 +204,7 @@ def from_oracle(
         message = text[:MAX_UPSTREAM_TEXT] or f"HTTP {status} with an empty body"
     # OCI puts the status in "code" as a string; a symbolic code (e.g. NotAuthorizedOrNotFound)
     # is worth keeping.
-    code = UPSTREAM_CODES.get(status, "upstream_error")
+    code: str = UPSTREAM_CODES.get(status, ErrorCode.UPSTREAM_ERROR)
     if isinstance(oracle_code, str) and oracle_code and not oracle_code.isdigit():
         code = oracle_code
     parts = [f"Oracle ({provider}, {host}) answered {status}: {message}"]

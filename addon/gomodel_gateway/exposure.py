@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 from .hosts import is_loopback
 
 
@@ -87,7 +87,7 @@ def passthrough_refused(target: str) -> GatewayError:
         403,
         f"This proxy only serves the gateway; requests for {target[:100]} are not forwarded "
         "(option gomodel_passthrough).",
-        code="passthrough_disabled",
+        code=ErrorCode.PASSTHROUGH_DISABLED,
         type="permission_error",
     )
 
@@ -109,7 +109,7 @@ def loop_detected() -> GatewayError:
         508,
         "The proxy received a request it had passed on itself: its Host names this proxy. Send "
         "gateway requests straight to the proxy port or to a gateway hostname.",
-        code="loop_detected",
+        code=ErrorCode.LOOP_DETECTED,
         type="invalid_request_error",
     )
 
@@ -148,7 +148,7 @@ def origin_refused(origin: str) -> GatewayError:
         403,
         f"Requests from web pages at {origin[:100]!r} are not allowed; list the origin in the "
         "gateway's gomodel_allowed_origins option to allow it.",
-        code="origin_not_allowed",
+        code=ErrorCode.ORIGIN_NOT_ALLOWED,
         type="permission_error",
     )
 

@@ -40,10 +40,11 @@ from .options import (
     options_showing_passwords,
     read_settings,
 )
+from .oracle_session import UpstreamProxy
 from .providers import DiscoveryMethod, GatewayConfig, Provider
 from .relay import StreamRelay
 from .resilience import CircuitBreaker, breakers_for
-from .transport import Transport, UpstreamProxy
+from .transport import Transport
 from .watch import watch_file
 from .workarounds import (
     acyclic_typecheck,

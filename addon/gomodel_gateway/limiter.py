@@ -12,8 +12,8 @@ answers (a script that failed) is about that one call: its verdict comes from th
 counters, and the next call asks Redis again. Every number sent is bounded (limits.MAX_TOKENS).
 
 The limiter also keeps what token accounting needs to remember between calls, in this
-gateway's memory: the size of stored contexts (`ContextSizes`) and the background runs awaiting
-their usage (`BackgroundRuns`).
+gateway's memory (stored_usage.py): the size of stored contexts (`ContextSizes`) and the
+background runs awaiting their usage (`BackgroundRuns`).
 """
 
 import asyncio
@@ -31,9 +31,7 @@ from .limits import (
     ADMITTED,
     DAY,
     MINUTE,
-    BackgroundRuns,
     Buckets,
-    ContextSizes,
     Counts,
     Limits,
     LocalCounters,
@@ -42,6 +40,7 @@ from .limits import (
     bounded,
     decide,
 )
+from .stored_usage import BackgroundRuns, ContextSizes
 
 logger = logging.getLogger("gomodel")
 

@@ -10,31 +10,31 @@ A request counts when it is admitted. A call that makes Oracle process tokens re
 estimate of them (`estimate_tokens`), so that calls made at once cannot all pass on the same
 room; when the answer ends, Oracle's usage replaces the estimate (`Reservation.settle`). A
 background response's usage comes later, with the first poll, resumed stream or cancel that sees
-it finished (`BackgroundRuns`); a call whose usage never comes (its client left mid-stream, a
-run never looked at again) keeps the estimate as its charge.
+it finished (`stored_usage.BackgroundRuns`); a call whose usage never comes (its client left
+mid-stream, a run never looked at again) keeps the estimate as its charge.
 
 What the day's remaining budget must cover before a call is admitted (`needed_tokens`): what
 is stored for Oracle to read again (the stored context a call continues, as far as this gateway
-saw it grow: `ContextSizes`; the content a resource call adds) and the output limit the call
-sets; at least one token. Its own body and an unset output limit (DEFAULT_OUTPUT_ESTIMATE) are
-reserved but need not fit: such a call can overrun the budget once, by what it carries itself
-(bounded by the body size limit), and the next is refused. A resource call that stores content
-(conversation items, a file upload) reserves its body's tokens, and needs them all to fit: every
-call continuing that state makes Oracle read them again. Calls that read, cancel or delete
-stored state make Oracle process nothing: only request rates apply to them.
+saw it grow: `stored_usage.ContextSizes`; the content a resource call adds) and the output limit
+the call sets; at least one token. Its own body and an unset output limit
+(DEFAULT_OUTPUT_ESTIMATE) are reserved but need not fit: such a call can overrun the budget once,
+by what it carries itself (bounded by the body size limit), and the next is refused. A resource
+call that stores content (conversation items, a file upload) reserves its body's tokens, and
+needs them all to fit: every call continuing that state makes Oracle read them again. Calls
+that read, cancel or delete stored state make Oracle process nothing: only request rates apply
+to them.
 
 Pure: the clock is passed in; the counters a decision reads come from `LocalCounters` here or
 from Redis (`limiter.py`).
 """
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 
 MINUTE = 60
 DAY = 86400
@@ -45,8 +45,6 @@ MAX_OUTPUT_LIMIT = 2**31 - 1  # what OpenAI accepts for an output limit
 # No number above this reaches a store (Redis counts in 64-bit integers): 10**12 tokens is
 # beyond any budget, and a million calls of it stay within Redis's range.
 MAX_TOKENS = 10**12
-CONTEXT_CAPACITY = 50_000  # stored ids whose context size is remembered (as affinity.py's)
-BACKGROUND_CAPACITY = 10_000  # background runs awaiting their usage
 # Resource calls that make Oracle store or process content, by (method, path template): the
 # rest read, cancel or delete stored state (resources.OPERATIONS).
 CONTENT_OPERATIONS = frozenset(
@@ -59,7 +57,6 @@ CONTENT_OPERATIONS = frozenset(
         ("POST", "vector_stores/{id}/search"),
     }
 )
-TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,7 @@ def check_output_limit(name: str, value: Any) -> None:
             400,
             f"Invalid type for {name!r}: expected an integer, but got {kind} instead.",
             param=name,
-            code="invalid_type",
+            code=ErrorCode.INVALID_TYPE,
         )
     if value > MAX_OUTPUT_LIMIT:
         raise GatewayError(
@@ -178,7 +175,7 @@ def check_output_limit(name: str, value: Any) -> None:
             f"Invalid {name!r}: integer above maximum value. Expected a value <= "
             f"{MAX_OUTPUT_LIMIT}, but got {str(value)[:40]} instead.",
             param=name,
-            code="integer_above_max_value",
+            code=ErrorCode.INTEGER_ABOVE_MAX_VALUE,
         )
 
 
@@ -275,7 +272,7 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
         return GatewayError(
             429,
             f"The key {key_name!r} {spent}; it is fresh again in {retry} s, at 00:00 UTC.",
-            code="insufficient_quota",
+            code=ErrorCode.INSUFFICIENT_QUOTA,
             type="insufficient_quota",
             headers=(*headers, ("x-should-retry", "false")),
         )
@@ -284,7 +281,7 @@ def limit_error(key_name: str, limits: Limits, verdict: Verdict) -> GatewayError
     return GatewayError(
         429,
         f"The key {key_name!r} is over its limit of {limit} {unit} per minute; retry in {retry} s.",
-        code="rate_limit_exceeded",
+        code=ErrorCode.RATE_LIMIT_EXCEEDED,
         type="requests" if unit == "requests" else "tokens",
         headers=headers,
     )
@@ -349,64 +346,3 @@ class LocalCounters:
         ):
             for slot in [slot for slot in table if slot[1] < oldest]:
                 del table[slot]
-
-
-class ContextSizes:
-    """The tokens of stored state (a conversation, a response chain) that a call continuing it
-    makes Oracle read, as far as this gateway saw it grow: Oracle's usage where it came, the
-    estimate otherwise. Bounded: the least recently used ids go first. An id not here (made
-    through another gateway, before a restart, or forgotten) counts as empty: its calls are
-    still charged Oracle's usage when it comes."""
-
-    def __init__(self, capacity: int = CONTEXT_CAPACITY) -> None:
-        self.capacity = capacity
-        self.sizes: OrderedDict[str, int] = OrderedDict()
-
-    def of(self, ids: list[str]) -> int:
-        return bounded(sum(self.sizes.get(stored_id, 0) for stored_id in ids))
-
-    def set(self, stored_id: str, tokens: int) -> None:
-        self.sizes[stored_id] = bounded(tokens)
-        self.sizes.move_to_end(stored_id)
-        while len(self.sizes) > self.capacity:
-            self.sizes.popitem(last=False)
-
-    def add(self, stored_id: str, tokens: int) -> None:
-        self.set(stored_id, self.sizes.get(stored_id, 0) + tokens)
-
-
-@dataclass(frozen=True)
-class BackgroundRun:
-    """A background response admitted with an estimate, awaiting Oracle's usage."""
-
-    reservation: Reservation
-    model: str  # the model Oracle was asked for, for the ledger row that settles it
-    conversation: str | None  # the conversation it adds to, whose size its usage corrects
-
-
-class BackgroundRuns:
-    """Background responses by id, until a later call sees them finished (bounded: the oldest
-    go first, keeping their estimate as their charge)."""
-
-    def __init__(self, capacity: int = BACKGROUND_CAPACITY) -> None:
-        self.capacity = capacity
-        self.runs: OrderedDict[str, BackgroundRun] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self.runs)
-
-    def started(self, response_id: str, run: BackgroundRun) -> None:
-        self.runs[response_id] = run
-        while len(self.runs) > self.capacity:
-            self.runs.popitem(last=False)
-
-    def finished(self, response_id: str, status: Any, usage_known: bool) -> BackgroundRun | None:
-        """The run a later call saw in `status`: returned (and forgotten) once it is finished
-        with its usage; forgotten, its estimate standing, when it finished without usage."""
-        if status not in TERMINAL_STATUSES or response_id not in self.runs:
-            return None
-        run = self.runs.pop(response_id)
-        return run if usage_known else None
-
-    def forget(self, response_id: str) -> None:
-        self.runs.pop(response_id, None)

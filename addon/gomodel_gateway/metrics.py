@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.exposition import generate_latest
 
 from .accesslog import AccessRecord
-from .call import Attempt
+from .attempts import Attempt
 
 disable_created_metrics()  # *_created series only repeat the start time
 KEY_REFUSALS = frozenset({"model_not_allowed", "rate_limit_exceeded", "insufficient_quota"})

@@ -12,7 +12,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 
 REFUSED = "redirect refused: the gateway does not follow redirects with"
 
@@ -76,4 +76,4 @@ def refused_by_oracle(
     ]
     if request_id:
         parts.append(f"opc-request-id: {request_id}")
-    return GatewayError(502, " ".join(parts), code="upstream_redirect", type="api_error")
+    return GatewayError(502, " ".join(parts), code=ErrorCode.UPSTREAM_REDIRECT, type="api_error")

@@ -31,10 +31,11 @@ from aiohttp import web
 
 from .call import Call
 from .errors import GatewayError
+from .oracle_stream import StreamBroken
 from .providers import Provider
 from .routing import Endpoint
 from .sse import error_event
-from .transport import StreamBroken, Transport
+from .transport import Transport
 
 logger = logging.getLogger("gomodel")
 

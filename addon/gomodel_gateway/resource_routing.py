@@ -22,11 +22,12 @@ from urllib.parse import parse_qsl, urlencode
 
 from .affinity import AffinityStore
 from .basepaths import resource_provider
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import ClientKey
+from .request_checks import parse_json_object
 from .resources import Action, Operation, ResourcePath
-from .routing import Endpoint, Request, Route, parse_json_object
+from .routing import Endpoint, Request, Route
 from .stored_ids import NO_IDS, StoredIds, content_ids, is_id
 
 
@@ -44,7 +45,7 @@ def serving_provider(inventory: Inventory, affinity: AffinityStore, owner_id: st
         "No provider serves Oracle's stored resources: they are on the /openai/v1 base of an "
         "Oracle inference host, and no provider's base_url ends in /openai/v1 or "
         "/20231130/actions/v1.",
-        code="no_resource_provider",
+        code=ErrorCode.NO_RESOURCE_PROVIDER,
     )
 
 
@@ -88,7 +89,7 @@ def follow_owner(planned: Route, affinity: AffinityStore) -> Route:
             "This request continues state held by different providers ("
             + "; ".join(f"{what} at {name}" for name, what in owners.items())
             + "); they cannot be combined.",
-            code="conflicting_owners",
+            code=ErrorCode.CONFLICTING_OWNERS,
         )
     ((owner, what),) = owners.items()
     target = next((t for t in planned.candidates if t.provider.name == owner), None)
@@ -100,7 +101,7 @@ def follow_owner(planned: Route, affinity: AffinityStore) -> Route:
             f"{clip_for_message(planned.requested_model)} (served by {serving}); the state "
             f"exists only there: use a model {owner!r} serves.",
             param="model",
-            code="model_not_at_owner",
+            code=ErrorCode.MODEL_NOT_AT_OWNER,
         )
     return dataclasses.replace(planned, candidates=(target,))
 
@@ -158,7 +159,7 @@ def check_references(key: ClientKey, stored: StoredIds) -> None:
         "send the item itself, or continue the response or conversation it belongs to "
         "(previous_response_id, conversation).",
         param="input",
-        code="item_reference_not_allowed",
+        code=ErrorCode.ITEM_REFERENCE_NOT_ALLOWED,
     )
 
 
@@ -173,7 +174,7 @@ def check_owner(key: ClientKey, affinity: AffinityStore, ids: list[str]) -> None
                 404,
                 f"No stored resource {clip_for_message(resource_id)} is known for the key "
                 f"{key.name!r} (ids created with another key, or deleted, are not).",
-                code="resource_not_found",
+                code=ErrorCode.RESOURCE_NOT_FOUND,
             )
 
 
@@ -238,7 +239,7 @@ def check_body(operation: Operation, content_type: str, body: bytes) -> StoredId
                 415,
                 "POST /v1/files takes a multipart/form-data upload (fields file and purpose), "
                 f"not {clip_for_message(content_type) if content_type else 'no content type'}.",
-                code="unsupported_media_type",
+                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             )
         return NO_IDS
     return content_ids(parse_json_object(body)) if body else NO_IDS

@@ -1,8 +1,9 @@
 """Request routing: which gateway endpoint a request is for, and for model calls, where it goes.
 
-`classify` maps method and path to an endpoint; `route` validates a model call's JSON body and
-picks the provider. Both raise `GatewayError` with the status and OpenAI-style message the client
-gets; nothing from the body reaches the upstream URL or headers without passing `is_model_id`.
+`classify` maps method and path to an endpoint; `route` validates a model call's JSON body (with
+request_checks.py) and picks the provider. Both raise `GatewayError` with the status and
+OpenAI-style message the client gets; nothing from the body reaches the upstream URL or headers
+without passing `is_model_id`.
 """
 
 import json
@@ -12,13 +13,18 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
-from . import resources, safejson
+from . import resources
 from .adapt import adapt
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .inventory import Inventory, Target
 from .keys import model_names
-from .limits import OUTPUT_LIMITS, check_output_limit
-from .model_ids import is_model_id
+from .request_checks import (
+    check_inputs,
+    check_no_query,
+    parse_json_object,
+    requested_model,
+    stream_flag,
+)
 from .stored_ids import NO_IDS, StoredIds, stored_ids
 
 
@@ -67,7 +73,6 @@ HOW_TO_ADD_MODELS = (
 )
 MAX_LISTED_IN_ERROR = 10
 MAX_ALIAS_SHOWN = 100
-MAX_QUERY_NAME = 256
 ORACLE_VENDORS = frozenset({"openai", "xai", "meta", "google", "cohere", "mistral"})
 
 
@@ -143,94 +148,24 @@ def classify(method: str, path: str) -> Request:
             404,
             f"{clean} is not served: Oracle's OpenAI-compatible API offers no "
             f"{NOT_AT_ORACLE[clean]}. This gateway serves {SUPPORTED}.",
-            code="unknown_url",
+            code=ErrorCode.UNKNOWN_URL,
         )
     else:
         raise GatewayError(
             404,
             f"Unknown path {clip_for_message(raw_path)}: this gateway serves {SUPPORTED}. "
             "(Oracle's OpenAI-compatible endpoint offers no embeddings, images or audio.)",
-            code="unknown_url",
+            code=ErrorCode.UNKNOWN_URL,
         )
     if method != allowed:
         raise GatewayError(
             405,
             f"Method {clip_for_message(method)} is not allowed on {clip_for_message(clean)}; "
             f"use {allowed}.",
-            code="method_not_allowed",
+            code=ErrorCode.METHOD_NOT_ALLOWED,
             headers=(("allow", allowed),),
         )
     return Request(endpoint, query, model)
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GatewayError(
-            400,
-            f"Request body is not UTF-8 (invalid byte at position {e.start}).",
-            code="invalid_body",
-        ) from e
-    if not text.strip():
-        raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_body")
-    try:
-        document = safejson.loads(text, unique_keys=True, standard=True)
-    except safejson.DuplicateKeyError as e:
-        # json keeps the last "model" while Oracle, sent these bytes, might read the first.
-        raise GatewayError(
-            400,
-            f"Request body has the key {clip_for_message(e.key)} twice in one object; "
-            "send each key once.",
-            code="invalid_json",
-        ) from e
-    except ValueError as e:
-        raise GatewayError(400, f"Request body is not valid JSON: {e}.", code="invalid_json") from e
-    if not isinstance(document, dict):
-        raise GatewayError(
-            400,
-            f"Request body must be a JSON object, not {type(document).__name__}.",
-            code="invalid_body",
-        )
-    return document
-
-
-def _requested_model(document: dict[str, Any]) -> str:
-    model = document.get("model")
-    if model is None:
-        raise GatewayError(
-            400, "You must provide a model parameter.", param="model", code="missing_model"
-        )
-    if not isinstance(model, str):
-        raise GatewayError(
-            400,
-            f"'model' must be a string, not {type(model).__name__}.",
-            param="model",
-            code="invalid_type",
-        )
-    if not model.isprintable() or not is_model_id(model):  # a newline would reach the ledger
-        raise GatewayError(
-            400,
-            f"{clip_for_message(model)} is not a valid model id: use letters, digits and "
-            ". _ - : @ +, optionally prefixed by a provider name and '/'.",
-            param="model",
-            code="invalid_model",
-        )
-    return model
-
-
-def _stream_flag(document: dict[str, Any]) -> bool:
-    stream = document.get("stream", False)
-    if stream is None:
-        return False
-    if not isinstance(stream, bool):
-        raise GatewayError(
-            400,
-            f"'stream' must be a boolean, not {type(stream).__name__}.",
-            param="stream",
-            code="invalid_type",
-        )
-    return stream
 
 
 def resolve_model(
@@ -240,40 +175,38 @@ def resolve_model(
     An unknown name's 404 lists the models the caller may see (`visible`)."""
     if candidates := inventory.find(model):
         return candidates
+    raise GatewayError(
+        404,
+        not_served(inventory, model, visible),
+        param="model",
+        code=ErrorCode.MODEL_NOT_FOUND,
+    )
+
+
+def not_served(inventory: Inventory, model: str, visible: Callable[[str], bool]) -> str:
+    """Why no provider serves `model`, and what to do about it."""
     echoed = clip_for_message(model)
     if alias := inventory.alias_for(model):
-        raise GatewayError(
-            404,
+        return (
             f"The model {echoed} is an alias ({alias.origin}) of {alias.target!r}, which no "
-            f"provider serves now; {HOW_TO_ADD_MODELS}, or point the alias elsewhere.",
-            param="model",
-            code="model_not_found",
+            f"provider serves now; {HOW_TO_ADD_MODELS}, or point the alias elsewhere."
         )
     if not inventory.providers:
-        raise GatewayError(
-            404,
+        return (
             f"The model {echoed} is not available: no Oracle provider is configured. Set "
-            "ORACLE_BASE_URL, ORACLE_API_KEY and ORACLE_MODELS, or add a provider to config.yaml.",
-            param="model",
-            code="model_not_found",
+            "ORACLE_BASE_URL, ORACLE_API_KEY and ORACLE_MODELS, or add a provider to config.yaml."
         )
     if inventory.model_count == 0:
-        raise GatewayError(
-            404,
+        return (
             f"The model {echoed} is not available: no models are configured and Oracle's "
             "/models listed none. Set ORACLE_MODELS (comma-separated) or the provider's "
-            "models: in config.yaml.",
-            param="model",
-            code="model_not_found",
+            "models: in config.yaml."
         )
     prefix, _, bare = model.partition("/")
     if bare and (provider := inventory.provider(prefix)):
-        raise GatewayError(
-            404,
+        return (
             f"Provider {provider.name!r} does not serve model {clip_for_message(bare)}; to use it, "
-            f"{HOW_TO_ADD_MODELS}.",
-            param="model",
-            code="model_not_found",
+            f"{HOW_TO_ADD_MODELS}."
         )
     listed = [m.id for m in inventory.listing if visible(m.id)]
     shown = ", ".join(listed[:MAX_LISTED_IN_ERROR]) + (", ..." if len(listed) > 10 else "")
@@ -285,89 +218,13 @@ def resolve_model(
             "Oracle does not serve this name; to send it to one of the models above, alias it: "
             f"GOMODEL_ALIASES='{name}=<model>' or aliases: in config.yaml."
         )
-    raise GatewayError(
-        404,
-        f"The model {echoed} does not exist on this gateway (available: {shown}). {advice}",
-        param="model",
-        code="model_not_found",
-    )
+    return f"The model {echoed} does not exist on this gateway (available: {shown}). {advice}"
 
 
 def looks_like_oracle_model(model: str) -> bool:
     """vendor.model, the shape of every id Oracle's OpenAI-compatible API serves."""
     vendor, dot, _ = model.rpartition("/")[2].partition(".")
     return bool(dot) and vendor in ORACLE_VENDORS
-
-
-def check_body_size(size: int, limit: int) -> None:
-    if size > limit:
-        raise GatewayError(
-            413,
-            f"Request body is {size} bytes; this gateway accepts at most {limit} "
-            "(option gomodel_max_body_size).",
-            code="request_too_large",
-        )
-
-
-def check_declared_body(
-    content_length: str | None, content_encoding: str | None, limit: int
-) -> None:
-    """Refuse, before reading it, a body that is too large or compressed (a decompression bomb
-    would be expanded before any size check)."""
-    if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
-        raise GatewayError(
-            415,
-            f"Compressed request bodies (content-encoding: {clip_for_message(content_encoding)}) "
-            "are not accepted; send the JSON uncompressed.",
-            code="unsupported_encoding",
-        )
-    if content_length is not None and content_length.strip().isdigit():
-        check_body_size(int(content_length), limit)
-
-
-def _check_inputs(endpoint: Endpoint, document: dict[str, Any]) -> None:
-    if endpoint is Endpoint.CHAT_COMPLETIONS:
-        messages = document.get("messages")
-        if not isinstance(messages, list):
-            kind = "missing" if messages is None else f"a {type(messages).__name__}"
-            raise GatewayError(
-                400,
-                f"'messages' must be a list of messages, not {kind}.",
-                param="messages",
-                code="invalid_type",
-            )
-    elif "input" in document and not isinstance(document["input"], str | list):
-        raise GatewayError(
-            400,
-            f"'input' must be a string or a list, not {type(document['input']).__name__}.",
-            param="input",
-            code="invalid_type",
-        )
-    for name in OUTPUT_LIMITS:  # counted against budgets: whole numbers a store can hold
-        check_output_limit(name, document.get(name))
-    options = document.get("stream_options")
-    if options is not None and not isinstance(options, dict):  # else no usage could be asked
-        raise GatewayError(
-            400,
-            f"'stream_options' must be an object, not {type(options).__name__}.",
-            param="stream_options",
-            code="invalid_type",
-        )
-
-
-def check_no_query(endpoint: Endpoint, query: str) -> None:
-    """Model calls take no query parameters (OpenAI's API defines none for them: everything is
-    in the JSON body), so none reaches Oracle unchecked: the first one is named in a 400."""
-    if not query:
-        return
-    name = unquote(query.partition("&")[0].partition("=")[0])
-    raise GatewayError(
-        400,
-        f"Query parameter {clip_for_message(name)} is not accepted on POST /v1/{endpoint.value}, "
-        "which takes none: its parameters go in the JSON body.",
-        param=name[:MAX_QUERY_NAME] or None,
-        code="invalid_query",
-    )
 
 
 def route(
@@ -382,22 +239,47 @@ def route(
     With `ask_usage`, a chat stream whose client did not ask for the final usage chunk gets it
     asked for (the gateway then counts its tokens, and drops that chunk from the client's stream).
     """
-    check_no_query(request.endpoint, request.query)
+    check_no_query(request.endpoint.value, request.query)
     document = parse_json_object(body)
     # Case variants of the routed fields are refused there: this reads "model" and the ids.
     stored = stored_ids(document, responses=request.endpoint is Endpoint.RESPONSES)
-    model = _requested_model(document)
-    stream = _stream_flag(document)
-    _check_inputs(request.endpoint, document)
+    model = requested_model(document)
+    stream = stream_flag(document)
+    check_inputs(document, chat=request.endpoint is Endpoint.CHAT_COMPLETIONS)
     candidates = resolve_model(inventory, model, visible)
-    options = document.get("stream_options")
     usage_added = (
         ask_usage
         and stream
         and request.endpoint is Endpoint.CHAT_COMPLETIONS
-        and not (options or {}).get("include_usage")
+        and not (document.get("stream_options") or {}).get("include_usage")
     )
+    bodies, adjustments = provider_bodies(document, body, model, candidates, usage_added)
     alias = inventory.alias_for(model)
+    return Route(
+        request.endpoint,
+        candidates,
+        model,
+        stream,
+        bodies,
+        "",  # check_no_query
+        adjustments,
+        usage_added,
+        alias.name if alias else None,
+        alias.target if alias else None,
+        stored=stored,
+    )
+
+
+def provider_bodies(
+    document: dict[str, Any],
+    body: bytes,
+    model: str,
+    candidates: tuple[Target, ...],
+    usage_added: bool,
+) -> tuple[dict[str, bytes], dict[str, tuple[str, ...]]]:
+    """What each candidate provider is sent (the client's own bytes unless something changed),
+    and the changes made for it: its model id, its model rules, the usage chunk asked for."""
+    options = document.get("stream_options")
     bodies, adjustments = {}, {}
     for target in candidates:
         adapted = dict(document, model=target.upstream_model)
@@ -412,16 +294,4 @@ def route(
             bodies[name] = body
         if changes:
             adjustments[name] = tuple(changes)
-    return Route(
-        request.endpoint,
-        candidates,
-        model,
-        stream,
-        bodies,
-        "",  # check_no_query
-        adjustments,
-        usage_added,
-        alias.name if alias else None,
-        alias.target if alias else None,
-        stored=stored,
-    )
+    return bodies, adjustments

@@ -41,6 +41,7 @@ from .options import Settings
 from .outcomes import Body, Local, Outcome, Refused, Sent, Streamed
 from .providers import GatewayConfig
 from .relay import StreamRelay
+from .request_checks import check_body_size, check_declared_body
 from .resource_routing import (
     MAX_PAGES,
     check_body,
@@ -57,15 +58,7 @@ from .resource_routing import (
     owned_page,
     route_resource,
 )
-from .routing import (
-    Endpoint,
-    Request,
-    Route,
-    check_body_size,
-    check_declared_body,
-    classify,
-    route,
-)
+from .routing import Endpoint, Request, Route, classify, route
 from .sse import usage_tokens
 from .stored_ids import NO_IDS
 from .transport import Reply, Transport

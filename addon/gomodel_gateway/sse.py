@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import safejson
+from .errors import ErrorCode
 
 DONE = "[DONE]"
 # Responses API events carrying the answer's visible output, as text or as a tool call.
@@ -181,7 +182,9 @@ def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
     )
 
 
-def error_event(message: str, code: str, *, responses_api: bool, sequence_number: int = 0) -> bytes:
+def error_event(
+    message: str, code: ErrorCode, *, responses_api: bool, sequence_number: int = 0
+) -> bytes:
     """The event that ends a broken stream visibly: OpenAI's in-stream error shapes, which the
     openai SDK raises (chat) or yields as an `error` event (responses, numbered after the last
     event the client got)."""

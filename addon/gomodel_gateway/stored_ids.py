@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .resources import ID, MAX_ID_LENGTH
 
 # The top-level fields that decide where a call goes and which stored ids it names.
@@ -104,7 +104,7 @@ def check_case_variants(document: dict[str, Any], names: Iterable[str], where: s
                 f"Request body has {clip_for_message(key)}{where}; the field is {name!r}, "
                 "spelled so.",
                 param=name,
-                code="invalid_json",
+                code=ErrorCode.INVALID_JSON,
             )
 
 
@@ -115,7 +115,7 @@ def invalid_id(param: str, value: Any) -> GatewayError:
         f"'{param}' must be an id (letters, digits and . _ -, starting with a letter or digit, at "
         f"most {MAX_ID_LENGTH} characters), not {shown}.",
         param=param,
-        code="invalid_id",
+        code=ErrorCode.INVALID_ID,
     )
 
 

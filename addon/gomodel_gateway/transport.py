@@ -13,27 +13,26 @@ connections move on to the next provider, and after a round with no answer the n
 `max_retries` more rounds. A provider that timed out waiting for headers is not asked again in
 this call: the request may still be running there. A redirect is never followed (it would take
 the provider key along): it ends the call as a 502, like a 4xx, neither retried nor failed over.
+
+The aiohttp session under it (TLS, the upstream proxy) is oracle_session.py; reading a body or a
+stream with its idle timeout, oracle_stream.py; what each attempt became, attempts.py.
 """
 
 import asyncio
-import asyncio.sslproto
-import functools
 import itertools
-import logging
-import os
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
-from .call import Attempt, AttemptKind
-from .errors import GatewayError, from_oracle
+from .attempts import Attempt, AttemptKind
+from .errors import ErrorCode, GatewayError, from_oracle
 from .inventory import Target
+from .oracle_session import OracleSession, UpstreamProxy, describe
+from .oracle_stream import StreamBroken, UpstreamStream, read_body, read_chunk
 from .providers import Provider
 from .redirects import is_redirect, refused_by_oracle
 from .resilience import (
@@ -41,126 +40,24 @@ from .resilience import (
     CircuitBreaker,
     FailoverPolicy,
     RetryPolicy,
-    Timeouts,
     backoff_delay,
     parse_retry_after,
 )
 from .routing import Route
-from .upstream import outgoing_headers, returned_headers, upstream_url
-
-logger = logging.getLogger("gomodel")
-
-# asyncio gives every TLS connection a 256 KiB read buffer, allocated up front: 50 MB for 200
-# concurrent streams to Oracle. A TLS record holds at most 16 KiB, so 32 KiB reads lose nothing.
-# (Only the gateway's own connections use asyncio's TLS; mitmproxy does its own.)
-asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
-
-
-@dataclass(frozen=True)
-class UpstreamProxy:
-    """An HTTP proxy every connection to Oracle goes through (mitmproxy's `--mode upstream:`),
-    with its credentials (mitmproxy's `upstream_auth`, user:password)."""
-
-    url: str
-    auth: tuple[str, str] | None = None
-
-    def url_with_auth(self) -> str:
-        """The URL with the credentials in it, as `requests` (the oci SDK) takes them."""
-        if not self.auth:
-            return self.url
-        scheme, _, rest = self.url.partition("://")
-        user, password = (quote(part, safe="") for part in self.auth)
-        return f"{scheme}://{user}:{password}@{rest}"
+from .upstream import returned_headers, upstream_url
 
 
 class AttemptFailed(Exception):
-    """An attempt that produced no HTTP answer."""
+    """An attempt that produced no HTTP answer: how it failed, in words for the log."""
 
-    def __init__(self, kind: AttemptKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+    def __init__(self, kind: AttemptKind, detail: str, timed_out: bool = False) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.timed_out = kind, detail, timed_out
 
-
-class StreamBroken(Exception):
-    """Oracle's stream ended before it was complete."""
-
-
-@functools.cache
-def connect_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """aiohttp enforces the connect timeout; the others are the transport's own."""
-    return aiohttp.ClientTimeout(
-        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-    )
-
-
-async def read_chunk(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
-    """The next piece of a body (b"" at its end), waiting at most `idle_timeout` for it."""
-    try:
-        async with asyncio.timeout(idle_timeout):
-            return await response.content.readany()
-    except TimeoutError as e:
-        raise StreamBroken(f"no data from Oracle for {idle_timeout:g} s (idle timeout)") from e
-    except (aiohttp.ClientError, OSError) as e:
-        raise StreamBroken(f"the connection to Oracle dropped ({describe(e)})") from e
-
-
-async def read_body(response: aiohttp.ClientResponse, idle_timeout: float) -> bytes:
-    parts = []
-    try:
-        while chunk := await read_chunk(response, idle_timeout):
-            parts.append(chunk)
-    finally:
-        response.release()
-    return b"".join(parts)
-
-
-@dataclass
-class UpstreamStream:
-    """A 2xx event stream whose first chunk has arrived; the rest is read as it is passed on.
-
-    Its idle timeout is one timer for the whole stream, which, when it fires early, is set again
-    for when the read waiting then would time out: a timer per read (asyncio.timeout) costs
-    about 4 µs per chunk. A read that times out fails with StreamBroken."""
-
-    response: aiohttp.ClientResponse
-    idle_timeout: float
-    first_chunk: bytes = b""
-    reading_since: float | None = None  # while a read waits, when it started
-    idle_timer: asyncio.TimerHandle | None = None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        if self.first_chunk:
-            yield self.first_chunk
-        loop = asyncio.get_running_loop()
-        self.idle_timer = loop.call_later(self.idle_timeout, self.check_idle)
-        while True:
-            self.reading_since = loop.time()
-            try:
-                chunk = await self.response.content.readany()
-            except (aiohttp.ClientError, OSError) as e:
-                raise StreamBroken(f"the connection to Oracle dropped ({describe(e)})") from e
-            self.reading_since = None
-            if not chunk:
-                return
-            yield chunk
-
-    def check_idle(self) -> None:
-        loop = asyncio.get_running_loop()
-        now, since = loop.time(), self.reading_since
-        if since is not None and now - since >= self.idle_timeout:
-            # Ends the waiting read with this error (what aiohttp does with a broken connection).
-            self.response.content.set_exception(
-                StreamBroken(f"no data from Oracle for {self.idle_timeout:g} s (idle timeout)")
-            )
-            return
-        restart = now if since is None else since
-        self.idle_timer = loop.call_at(restart + self.idle_timeout, self.check_idle)
-
-    def close(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        self.response.close()
+    def attempt(self, provider: Provider, seconds: float) -> Attempt:
+        return Attempt(
+            provider.name, provider.address, self.kind, None, self.detail, seconds, self.timed_out
+        )
 
 
 @dataclass
@@ -178,29 +75,61 @@ class Reply:
     def request_id(self) -> str | None:
         return next((v for k, v in self.headers if k.lower() == "opc-request-id"), None)
 
-
-def describe(error: BaseException) -> str:
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate verification failed: {error.certificate_error}"
-    if isinstance(error, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        return "TLS handshake failed"
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
-        return "DNS lookup failed"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        code = error.os_error.errno
-        return (os.strerror(code) if code else str(error.os_error)).lower()
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    if isinstance(error, aiohttp.ClientPayloadError):
-        return "the answer ended before it was complete"
-    if isinstance(error, aiohttp.ClientError):  # aiohttp's own texts read like HTTP statuses
-        return type(error).__name__
-    return str(error) or type(error).__name__
+    def retry_after(self, now: float) -> float | None:
+        """The seconds Oracle asked to wait (its last Retry-After header), if usable."""
+        return parse_retry_after(
+            dict((k.lower(), v) for k, v in self.headers).get("retry-after"), now
+        )
 
 
-class Transport:
-    """The gateway's HTTP client to Oracle. One per addon, kept across reloads so that calls in
-    flight finish on the session they started with."""
+def redirect_refused(response: aiohttp.ClientResponse, url: str, target: Target) -> Reply:
+    """The 502 a 3xx from Oracle becomes (a redirect is never followed)."""
+    provider = target.provider
+    request_id = response.headers.get("opc-request-id")
+    error = refused_by_oracle(
+        response.status,
+        url,
+        response.headers.get("location"),
+        provider.name,
+        provider.host,
+        request_id,
+    )
+    headers = [("opc-request-id", request_id)] if request_id else []
+    headers.append(("content-type", "application/json"))
+    return Reply(error.status, headers, target, body=error.body(), redirect_refused=True)
+
+
+async def read_reply(response: aiohttp.ClientResponse, target: Target) -> Reply:
+    """A 2xx event stream once its first chunk came, or the whole body (an error's made
+    OpenAI-shaped); AttemptFailed when the connection broke before."""
+    idle = target.provider.timeouts.idle
+    headers = returned_headers(response.headers.items())
+    content_type = response.headers.get("content-type", "")
+    try:
+        if 200 <= response.status < 300 and content_type.startswith("text/event-stream"):
+            # Committing to a stream waits for its first chunk: a failure before it can still
+            # be retried, as nothing has reached the client yet.
+            first_chunk = await read_chunk(response, idle)
+            stream = UpstreamStream(response, idle, first_chunk)
+            return Reply(response.status, headers, target, stream=stream)
+        body = await read_body(response, idle)
+    except (StreamBroken, aiohttp.ClientError, OSError) as e:
+        response.close()
+        reason = str(e) if isinstance(e, StreamBroken) else describe(e)
+        raise AttemptFailed(AttemptKind.DROPPED, f"dropped: {reason}") from e
+    if response.status >= 400:
+        provider = target.provider
+        request_id = response.headers.get("opc-request-id")
+        body = from_oracle(response.status, body, provider.name, provider.host, request_id)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+        headers.append(("content-type", "application/json"))
+    return Reply(response.status, headers, target, body=body)
+
+
+class Transport(OracleSession):
+    """The gateway's HTTP client to Oracle: its session, with retries, failover and circuit
+    breakers. One per addon, kept across reloads so that calls in flight finish on the session
+    they started with."""
 
     def __init__(
         self,
@@ -210,13 +139,11 @@ class Transport:
         wall_clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.ssl_context = ssl_context
+        super().__init__(ssl_context)
         self.retries = RetryPolicy()
         self.failover = FailoverPolicy()
         self.breakers: Mapping[str, CircuitBreaker] = {}
-        self.proxy: UpstreamProxy | None = None
         self.clock, self.wall_clock, self.jitter = clock, wall_clock, jitter
-        self.session: aiohttp.ClientSession | None = None
 
     def configure(
         self,
@@ -227,49 +154,6 @@ class Transport:
     ) -> None:
         self.retries, self.failover, self.breakers = retries, failover, breakers
         self.proxy = proxy
-
-    def via_proxy(self) -> dict[str, Any]:
-        """aiohttp's arguments for mitmproxy's upstream proxy (`--mode upstream:URL`), if any."""
-        if self.proxy is None:
-            return {}
-        auth = aiohttp.BasicAuth(*self.proxy.auth) if self.proxy.auth else None
-        return {"proxy": self.proxy.url, "proxy_auth": auth}
-
-    def client(self) -> aiohttp.ClientSession:
-        if self.session is None or self.session.closed:
-            self.session = aiohttp.ClientSession(
-                # No pool limit: concurrency is the clients'; no cookies; no proxy from the
-                # environment (HTTPS_PROXY may point at this very gateway).
-                connector=aiohttp.TCPConnector(limit=0, ssl=False),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-            )
-        return self.session
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    async def get(
-        self, provider: Provider, path: str, timeout: float, limit: int
-    ) -> tuple[int, bytes, str | None]:
-        """GET {base_url}/{path} with the provider's key (model discovery): the status, the body
-        (at most `limit` + 1 bytes, so that a larger one shows), and a redirect's Location. No
-        redirect is followed. aiohttp's errors and TimeoutError are the caller's to report."""
-        async with asyncio.timeout(timeout):
-            response = await self.client().get(
-                f"{provider.base_url}/{path}",
-                headers=outgoing_headers([("Accept", "application/json")], provider),
-                ssl=self.ssl_context(),
-                allow_redirects=False,
-                **self.via_proxy(),
-            )
-            async with response:
-                body = await response.content.read(limit + 1)
-                return response.status, body, response.headers.get("location")
 
     async def send(
         self,
@@ -334,11 +218,7 @@ class Transport:
                 if reply.status == 429:  # a live provider asking us to slow down
                     verdicts[name] = True
                 last_reply = reply
-                wait = parse_retry_after(
-                    dict((k.lower(), v) for k, v in reply.headers).get("retry-after"),
-                    self.wall_clock(),
-                )
-                if wait is not None:
+                if (wait := reply.retry_after(self.wall_clock())) is not None:
                     retry_after = max(retry_after or 0.0, wait)
             if not tried and round_number == 0:
                 raise self._cooling_down(route)
@@ -355,85 +235,43 @@ class Transport:
         client_headers: Sequence[tuple[str, str]],
         attempts: list[Attempt],
     ) -> Reply:
+        """One try at one provider; its Attempt is appended here, whichever way it ended."""
         provider = target.provider
-        timeouts = provider.timeouts
         started = self.clock()
+        try:
+            status, reply = await self._exchange(target, route, client_headers)
+        except AttemptFailed as failure:
+            attempts.append(failure.attempt(provider, self.clock() - started))
+            raise
+        seconds = self.clock() - started
+        attempts.append(
+            Attempt(provider.name, provider.address, AttemptKind.ANSWERED, status, "", seconds)
+        )
+        return reply
 
-        def note(kind: AttemptKind, status: int | None, detail: str = "") -> None:
-            seconds = self.clock() - started
-            attempts.append(Attempt(provider.name, provider.address, kind, status, detail, seconds))
-
+    async def _exchange(
+        self, target: Target, route: Route, client_headers: Sequence[tuple[str, str]]
+    ) -> tuple[int, Reply]:
+        """The status Oracle answered and the Reply made of it, or AttemptFailed."""
+        provider = target.provider
         url = upstream_url(provider, route.upstream_path, route.query)
         try:
-            async with asyncio.timeout(timeouts.headers):
-                response = await self.client().request(
-                    route.method,
-                    url,
-                    data=route.bodies[provider.name] or None,
-                    headers=outgoing_headers(client_headers, provider),
-                    ssl=self.ssl_context(),
-                    timeout=connect_timeout(timeouts),
-                    allow_redirects=False,
-                    **self.via_proxy(),
+            async with asyncio.timeout(provider.timeouts.headers):
+                response = await self.request(
+                    provider, route.method, url, route.bodies[provider.name], client_headers
                 )
         except aiohttp.ConnectionTimeoutError as e:
-            note(AttemptKind.CONNECT, None, "connect timeout")
-            reason = f"no connection within {timeouts.connect:g} s"
-            raise AttemptFailed(AttemptKind.CONNECT, reason) from e
+            raise AttemptFailed(AttemptKind.CONNECT, "connect timeout", timed_out=True) from e
         except TimeoutError as e:
-            note(AttemptKind.TIMEOUT, None, "headers timeout")
-            reason = f"no answer within {timeouts.headers:g} s"
-            raise AttemptFailed(AttemptKind.TIMEOUT, reason) from e
+            raise AttemptFailed(AttemptKind.TIMEOUT, "headers timeout", timed_out=True) from e
         except aiohttp.ClientConnectorError as e:
-            note(AttemptKind.CONNECT, None, describe(e))
             raise AttemptFailed(AttemptKind.CONNECT, describe(e)) from e
         except (aiohttp.ClientError, OSError) as e:
-            note(AttemptKind.DROPPED, None, describe(e))
             raise AttemptFailed(AttemptKind.DROPPED, describe(e)) from e
-
-        request_id = response.headers.get("opc-request-id")
         if is_redirect(response.status):
             response.close()
-            note(AttemptKind.ANSWERED, response.status)
-            error = refused_by_oracle(
-                response.status,
-                url,
-                response.headers.get("location"),
-                provider.name,
-                provider.host,
-                request_id,
-            )
-            headers = [("opc-request-id", request_id)] if request_id else []
-            headers.append(("content-type", "application/json"))
-            return Reply(error.status, headers, target, body=error.body(), redirect_refused=True)
-        headers = returned_headers(response.headers.items())
-        content_type = response.headers.get("content-type", "")
-        try:
-            if 200 <= response.status < 300 and content_type.startswith("text/event-stream"):
-                # Committing to a stream waits for its first chunk: a failure before it can still
-                # be retried, as nothing has reached the client yet.
-                first_chunk = await read_chunk(response, timeouts.idle)
-                stream = UpstreamStream(response, timeouts.idle, first_chunk)
-                note(AttemptKind.ANSWERED, response.status)
-                return Reply(response.status, headers, target, stream=stream)
-            body = await read_body(response, timeouts.idle)
-        except (StreamBroken, aiohttp.ClientError, OSError) as e:
-            response.close()
-            reason = str(e) if isinstance(e, StreamBroken) else describe(e)
-            note(AttemptKind.DROPPED, None, f"dropped: {reason}")
-            raise AttemptFailed(AttemptKind.DROPPED, reason) from e
-        note(AttemptKind.ANSWERED, response.status)
-        if response.status >= 400:
-            body = from_oracle(
-                response.status,
-                body,
-                provider.name,
-                provider.host,
-                request_id,
-            )
-            headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
-            headers.append(("content-type", "application/json"))
-        return Reply(response.status, headers, target, body=body)
+            return response.status, redirect_refused(response, url, target)
+        return response.status, await read_reply(response, target)
 
     def _cooling_down(self, route: Route) -> GatewayError:
         now = self.clock()
@@ -448,7 +286,7 @@ class Transport:
             503,
             f"Every provider serving {route.subject} ({names}) failed repeatedly and "
             f"is cooling down; retry in about {wait} s (see /health).",
-            code="providers_cooling_down",
+            code=ErrorCode.PROVIDERS_COOLING_DOWN,
             type="api_error",
             headers=(("retry-after", str(wait)),),
         )
@@ -461,10 +299,12 @@ class Transport:
             )
             if (count := len(list(group)))
         )
-        timed_out = attempts and all(
-            a.kind is AttemptKind.TIMEOUT or a.detail == "connect timeout" for a in attempts
+        timed_out = attempts and all(a.timed_out for a in attempts)
+        status, code = (
+            (504, ErrorCode.UPSTREAM_TIMEOUT)
+            if timed_out
+            else (502, ErrorCode.UPSTREAM_UNREACHABLE)
         )
-        status, code = (504, "upstream_timeout") if timed_out else (502, "upstream_unreachable")
         return GatewayError(
             status,
             f"Oracle could not be reached for {route.subject} after "

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .providers import Provider
 
 REDACTED = "[redacted by gomodel]"
@@ -70,7 +70,7 @@ def check_forwarded_headers(client_headers: Iterable[tuple[str, str]]) -> None:
                 f"Header {clip_for_message(name)} holds control characters or bytes that are not "
                 "text; send it as printable text.",
                 param=lowered,
-                code="invalid_header",
+                code=ErrorCode.INVALID_HEADER,
             )
 
 
