@@ -9,11 +9,12 @@ Pure: nothing here knows about mitmproxy.
 """
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .accesslog import AccessRecord, clip
 from .adapt import STARVED_WARNING
 from .attempts import Attempt
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 from .inventory import Target
 from .keys import ClientKey
 from .ledger import UsageRow
@@ -23,6 +24,13 @@ from .routing import Request, Route
 from .sse import StreamSummary, UsageChunkFilter
 
 DEFAULT_KEPT_STREAM_BYTES = 1024 * 1024
+
+
+class Ending(StrEnum):
+    """How a call's answer ended short, for the record (not an error sent to the client)."""
+
+    CLIENT_GONE = "client_gone"  # the client left
+    ENDED_EARLY = "ended_early"  # mitmproxy ended the flow before the answer was complete
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class Call:
     tokens: tuple[int | None, int | None] = (None, None)
     starved: bool = False  # cut off by its output budget before any text
     first_byte: float | None = None
-    error: str | None = None  # the code of a refused or failed request
+    error: ErrorCode | Ending | None = None  # why a call was refused or failed
     notes: list[str] = field(default_factory=list)
     finished: bool = False
 

@@ -22,7 +22,7 @@ from mitmproxy import connection, http
 
 from . import safejson
 from .call import Call, SentRequest
-from .errors import JSON_HEADERS, GatewayError, error_body
+from .errors import JSON_HEADERS, ErrorCode, GatewayError, error_body
 from .hosts import is_gateway_request
 from .outcomes import Local, Outcome, Refused, Sent, Streamed
 from .relay import REFUSAL_PATH
@@ -78,7 +78,7 @@ def fail_closed(stage: Stage) -> Callable[[Hook], Hook]:
             routed = call is not None and call.route is not None
             consequence = stage if stage is not Stage.REQUEST or routed else Stage.HEADERS
             flow.response = http.Response.make(502, failure_body(error, consequence), JSON_HEADERS)
-            flow.comment = "gomodel gateway_error"
+            flow.comment = f"gomodel {ErrorCode.GATEWAY_ERROR}"
             flow.marked = ":red_circle:"
 
         if inspect.iscoroutinefunction(hook):
@@ -109,7 +109,7 @@ def failure_body(error: Exception, stage: Stage) -> bytes:
         502,
         f"The gateway failed while handling this request ({type(error).__name__}); "
         f"{stage.value}. See the gateway log for details.",
-        code="gateway_error",
+        code=ErrorCode.GATEWAY_ERROR,
         error_type="gateway_error",
     )
 

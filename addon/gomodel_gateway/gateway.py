@@ -19,7 +19,7 @@ import time
 
 from mitmproxy import http
 
-from .call import Call
+from .call import Call, Ending
 from .connections import Connections
 from .errors import GatewayError
 from .exposure import cors_headers
@@ -133,5 +133,5 @@ class Gateway:
             # the end of the stream: it got the whole answer.
             self.desk.finish(flow, call, "client closed after the last event")
             return
-        call.error = "client_gone" if flow.error else "ended_early"
+        call.error = Ending.CLIENT_GONE if flow.error else Ending.ENDED_EARLY
         self.desk.finish(flow, call, f"ended early: {flow.error.msg if flow.error else '-'}")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .inventory import Inventory, ListedModel
 from .keys import ANONYMOUS_KEY, ClientKey, invalid_key, model_names, model_not_allowed
 from .routing import Endpoint, Request
@@ -52,7 +52,7 @@ def model_detail(
         404,
         f"The model {clip_for_message(model_id)} does not exist on this gateway.",
         param="model",
-        code="model_not_found",
+        code=ErrorCode.MODEL_NOT_FOUND,
     )
 
 

@@ -30,7 +30,7 @@ import socket
 from aiohttp import web
 
 from .call import Call
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 from .oracle_stream import StreamBroken
 from .providers import Provider
 from .routing import Endpoint
@@ -55,7 +55,7 @@ def relay_busy() -> GatewayError:
     return GatewayError(
         503,
         "The gateway has too many streamed calls waiting to start; retry in a moment.",
-        code="gateway_busy",
+        code=ErrorCode.GATEWAY_BUSY,
         type="api_error",
         headers=(("retry-after", "1"),),
     )
@@ -189,5 +189,8 @@ class StreamRelay:
         responses_api = call.route is not None and call.route.endpoint is Endpoint.RESPONSES
         sequence = call.stream.next_sequence_number if call.stream else 0
         return error_event(
-            message, "stream_interrupted", responses_api=responses_api, sequence_number=sequence
+            message,
+            ErrorCode.STREAM_INTERRUPTED,
+            responses_api=responses_api,
+            sequence_number=sequence,
         )
