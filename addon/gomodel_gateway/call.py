@@ -17,7 +17,7 @@ from .config import MAX_MODEL_ID
 from .errors import GatewayError
 from .inventory import Target
 from .keys import ClientKey
-from .ledger import UsageRow
+from .ledger_store import UsageRow
 from .limiter import Limiter
 from .limits import (
     CONTENT_OPERATIONS,

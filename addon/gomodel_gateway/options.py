@@ -24,7 +24,7 @@ from .config import ConfigError, GatewayConfig, load_config, parse_size
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
 from .idle import DEFAULT_IDLE_TIMEOUT, parse_idle_timeout
-from .ledger import DEFAULT_USAGE_DB, Target, parse_target, postgres_passwords
+from .ledger_location import DEFAULT_USAGE_DB, LedgerLocation, parse_target, postgres_passwords
 from .limiter import check_redis_url
 from .watch import Stamp, file_stamp
 
@@ -165,7 +165,7 @@ class Settings:
     # edit made between reading and watching is not missed.
     config_stamp: Stamp = None
     redis_url: str | None = None
-    usage_db: Target | None = None
+    usage_db: LedgerLocation | None = None
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
 
 
@@ -246,7 +246,7 @@ def options_showing_passwords() -> list[str]:
     return [option for option in FROM_ENVIRONMENT if holds_password(getattr(ctx.options, option))]
 
 
-def parse_usage_db(value: str) -> Target | None:
+def parse_usage_db(value: str) -> LedgerLocation | None:
     if value.strip().lower() in ("off", "false", "none", ""):
         return None
     try:
