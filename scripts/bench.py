@@ -1285,7 +1285,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.held_rounds, args.streams = 1, 1, 1, 3
-        args.ramp, args.held_gap, args.held_chunks = 6.0, 1.0, 13
+        args.ramp, args.held_gap, args.held_chunks = 8.0, 0.8, 13
     if not (
         1 <= args.rounds <= 10
         and 1 <= args.duration <= 30
