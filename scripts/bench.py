@@ -3,16 +3,21 @@
 Headline: the CPU time the proxy process spends per non-streamed chat call (utime + stime from
 /proc/<pid>/stat, read once a run's connections are open and again as it stops, over the calls
 completed in between) at 1, 10 and 50 connections, and per streamed chunk, for plain mitmdump
-forwarding to the simulator ("bare") and the gateway ("gomodel"). CPU time per unit of work
+forwarding to the simulator ("bare") and the gateway as it starts with no options ("gomodel":
+the SQLite usage ledger on, as a user gets it). CPU time per unit of work
 depends far less than throughput and latency on how the machine's cores are shared with the load
 client and the simulator, so those two are secondary figures here.
 
 Rows, all on loopback against the project's Oracle simulator (scripts/bench_simulator.py):
   direct   client -> simulator (the floor; no proxy, so no proxy CPU)
   bare     client -> mitmdump --mode reverse:<simulator> --set stream_large_bodies=1, no addon
-  gomodel  client -> mitmdump -s addon/gomodel.py -> simulator (no client keys, no ledger)
-  keys     the same with a client key that has limits (requests and tokens per minute: each call
-           is admitted, reserves tokens and settles them) and the SQLite usage ledger
+  gomodel  client -> mitmdump -s addon/gomodel.py -> simulator, no gomodel option: no client
+           keys, the SQLite usage ledger at its default ~/.gomodel/usage.db (HOME is the
+           benchmark's temporary directory, so the file lands there, never in the repo or the
+           user's own ledger)
+  gomodel-noledger  the same with --set gomodel_usage_db=off (what the ledger costs)
+  keys     the gateway with a client key that has limits (requests and tokens per minute: each
+           call is admitted, reserves tokens and settles them), the SQLite usage ledger on
   keys+redis  the same, the limits kept in a real redis-server (one round trip per call)
   litellm  client -> LiteLLM proxy -> simulator, when LiteLLM is installed (see --help)
 
@@ -24,6 +29,7 @@ client (aiohttp) in this process; its CPU is reported too.
 Workloads:
   chat     wrk at 1, 10 and 50 connections, closed loop, --duration seconds each (the only
            workload of the keys rows, compared with gomodel: what teams cost)
+           (held streams, the 50 MB stream: bare and gomodel only)
   stream   20 clients streaming back to back, a token-sized chunk every --chunk-gap seconds:
            chunks/s, CPU per chunk, first chunk
   held     --held streams (1,500) opened over --ramp seconds and held open (a chunk every
@@ -68,6 +74,8 @@ from typing import TypeVar
 
 import aiohttp
 from processes import (
+    ADDON,
+    MITMDUMP,
     REPO,
     Process,
     Simulator,
@@ -101,6 +109,9 @@ WRK_HELP = (
     "  Debian/Ubuntu: sudo apt-get install wrk    macOS: brew install wrk\n"
     "  or run `scripts/bench --install-wrk` to have the benchmark run apt-get for you."
 )
+
+
+NO_LEDGER = "gomodel-noledger"
 
 
 @dataclass
@@ -625,14 +636,13 @@ async def run(args: argparse.Namespace) -> dict:
     simulator = start_bench_simulator(workdir / "sim")
     processes: list[Process] = [simulator.process]
     try:
-        gateway = start_gateway(
-            workdir / "gw",
-            simulator.oracle_env(MODEL),
-            "--set",
-            "gomodel_usage_db=off",
-            ca=simulator.ca,
-        )
+        gateway = start_default_gateway(workdir / "gw", simulator)
         processes.append(gateway.process)
+        off = ("--set", "gomodel_usage_db=off")
+        no_ledger = start_gateway(
+            workdir / "noledger", simulator.oracle_env(MODEL), *off, ca=simulator.ca
+        )
+        processes.append(no_ledger.process)
         bare = start_bare(workdir, simulator)
         processes.append(bare.process)
         rows = [
@@ -643,11 +653,12 @@ async def run(args: argparse.Namespace) -> dict:
                 None,
             ),
             bare,
+            gateway,
             Row(
-                "gomodel",
-                f"{gateway.url}/v1/chat/completions",
+                NO_LEDGER,
+                f"{no_ledger.url}/v1/chat/completions",
                 {"Content-Type": "application/json"},
-                gateway.process,
+                no_ledger.process,
             ),
         ]
         if not args.no_litellm and (litellm := start_litellm(workdir, simulator)):
@@ -670,6 +681,28 @@ async def run(args: argparse.Namespace) -> dict:
         for process in processes:
             process.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_default_gateway(workdir: Path, simulator: Simulator) -> Row:
+    """The gateway as it starts with no gomodel option: the SQLite usage ledger on, at its
+    default ~/.gomodel/usage.db, with HOME this row's directory (processes.start_gateway would
+    set gomodel_usage_db). Only mitmproxy's own options: the port, its confdir, and trust in the
+    simulator's certificate."""
+    workdir.mkdir(parents=True)
+    args = [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", "0", "-s", str(ADDON)]
+    args += ["--set", f"confdir={workdir / 'mitmproxy'}"]
+    args += ["--set", f"ssl_verify_upstream_trusted_ca={simulator.ca}"]
+    env = clean_env(**simulator.oracle_env(MODEL), HOME=str(workdir))
+    process = spawn(args, workdir / "mitmdump.log", env)
+    port = int(process.wait_for(r"proxy(?: \(\S+ mode\))? listening at \S+:(\d+)").group(1))
+    ledger, deadline = workdir / ".gomodel" / "usage.db", time.monotonic() + 10
+    while not ledger.is_file():  # opened as the proxy starts running
+        if time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"the default gateway made no {ledger}; see {process.output}")
+        time.sleep(0.05)
+    headers = {"Content-Type": "application/json"}
+    return Row("gomodel", f"http://127.0.0.1:{port}/v1/chat/completions", headers, process)
 
 
 TEAM_KEY = "gm-bench-team-key"
@@ -735,7 +768,7 @@ async def measure(
         row.name: wrk_script(workdir / f"{row.name}.lua", "POST", CHAT_BODY, row.headers)
         for row in chat_rows
     }
-    held_rows = [row for row in rows if row.name in ("bare", "gomodel")]
+    held_rows = [row for row in rows if row.name in ("bare", "gomodel")]  # a minute each
 
     def shuffled(some: list[Row]) -> list[Row]:
         return random.sample(some, len(some))
@@ -917,11 +950,15 @@ def summarize(results: Results, rows: list[str], args: argparse.Namespace, meter
         g = cells.get("gomodel")
         if not g:
             continue
-        for other in ("bare", "direct", "litellm"):
+        for other in ("bare", "direct", "litellm", NO_LEDGER):
             if other in cells and statistics.median(cells[other]):
                 ratios.setdefault(metric, {})[f"gomodel/{other}"] = round(
                     statistics.median(g) / statistics.median(cells[other]), 3
                 )
+        if NO_LEDGER in cells and cells.get("bare") and statistics.median(cells["bare"]):
+            ratios.setdefault(metric, {})[f"{NO_LEDGER}/bare"] = round(
+                statistics.median(cells[NO_LEDGER]) / statistics.median(cells["bare"]), 3
+            )
         for team in TEAM_ROWS:
             if team in cells and statistics.median(g):
                 ratios.setdefault(metric, {})[f"{team}/gomodel"] = round(
@@ -978,14 +1015,14 @@ def check_targets(
     for c in CONCURRENCY:
         checks.append(
             (
-                f"CPU per non-streamed call, {c} connection(s): gomodel/bare <= 1.1",
+                f"CPU per non-streamed call, {c} connection(s), ledger on: gomodel/bare <= 1.1",
                 ratio(f"chat c={c} proxy CPU per call ms"),
                 lambda r: r <= 1.1,
             )
         )
     checks.append(
         (
-            f"CPU per streamed chunk, {STREAM_CLIENTS} clients: gomodel/bare <= 1.3",
+            f"CPU per streamed chunk, {STREAM_CLIENTS} clients, ledger on: gomodel/bare <= 1.3",
             ratio(f"stream x{STREAM_CLIENTS} proxy CPU per chunk µs"),
             lambda r: r <= 1.3,
         )
@@ -993,7 +1030,7 @@ def check_targets(
     held = f"held {args.held}"
     checks.append(
         (
-            f"CPU per streamed chunk, {args.held} held streams: gomodel/bare <= 1.3",
+            f"CPU per streamed chunk, {args.held} held streams, ledger on: gomodel/bare <= 1.3",
             ratio(f"{held} proxy CPU per chunk µs"),
             lambda r: r <= 1.3,
         )
@@ -1001,7 +1038,7 @@ def check_targets(
     completed = results.cells.get(f"{held} completed", {}).get("gomodel")
     checks.append(
         (
-            f"{args.held} held streams all complete (fewest completed in a round)",
+            f"{args.held} held streams all complete, ledger on (fewest completed in a round)",
             min(completed) if completed else None,
             lambda n: n == args.held,
         )
@@ -1061,23 +1098,27 @@ def markdown(report: dict) -> str:
         f"Load: {report['load_client']['non-streamed']} for non-streamed calls, "
         f"{report['load_client']['streams']} for streams.{load_note(report)}",
         "",
-        "## Headline: the proxy's own CPU time per unit of work",
+        "## Headline: the proxy's own CPU time per unit of work, as the gateway starts",
         "",
         "utime + stime of the proxy process (/proc/<pid>/stat) over a run, divided by the calls "
-        "completed or the chunks delivered. gomodel/bare is the ratio of the medians; round by "
-        "round gives the lowest and highest ratio within a single round, a measure of the noise.",
+        "completed or the chunks delivered. gomodel is the gateway started with no option (the "
+        "SQLite usage ledger on); gomodel-noledger the same with gomodel_usage_db=off. "
+        "gomodel/bare is the ratio of the medians; round by round gives the lowest and highest "
+        "ratio within a single round, a measure of the noise.",
         "",
-        "| work | bare mitmdump | gomodel | gomodel/bare | round by round | target |",
-        "|---|---|---|---|---|---|",
+        f"| work | bare mitmdump | gomodel | gomodel/bare | round by round | target | {NO_LEDGER} "
+        f"| {NO_LEDGER}/bare |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def headline(label: str, metric: str, target: str) -> None:
-        cells = table.get(metric, {})
+        cells, ratio = table.get(metric, {}), ratios.get(metric, {})
         spread = report["ratio_spread"].get(metric)
         lines.append(
             f"| {label} | {fmt(cells.get('bare'))} | {fmt(cells.get('gomodel'))} | "
-            f"{fmt(ratios.get(metric, {}).get(pair))} | "
-            f"{f'{fmt(spread[0])} to {fmt(spread[1])}' if spread else ''} | {target} |"
+            f"{fmt(ratio.get(pair))} | "
+            f"{f'{fmt(spread[0])} to {fmt(spread[1])}' if spread else ''} | {target} | "
+            f"{fmt(cells.get(NO_LEDGER))} | {fmt(ratio.get(f'{NO_LEDGER}/bare'))} |"
         )
 
     for c in CONCURRENCY:
@@ -1119,7 +1160,7 @@ def markdown(report: dict) -> str:
     for check in report["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
         lines.append(f"| {check['target']} | {check['value']} | {met} |")
-    others = [o for o in ("bare", "direct", "litellm") if o in rows and o != "gomodel"]
+    others = [o for o in ("bare", "direct", "litellm", NO_LEDGER) if o in rows]
     lines += [
         "",
         "## All figures",
@@ -1153,7 +1194,8 @@ def team_section(report: dict) -> list[str]:
         "",
         "Non-streamed calls through a gateway with a client key that has limits (each call is "
         "admitted, reserves tokens and settles them) and the SQLite usage ledger (keys), and "
-        "the same with the limits in Redis (keys+redis), next to the gateway without them.",
+        "the same with the limits in Redis (keys+redis), next to the gateway as it starts (no "
+        "keys, the ledger on).",
         "",
         "| work | gomodel | "
         + " | ".join(teams)
@@ -1242,8 +1284,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration, args.held_rounds, args.streams = 1, 1, 1, 5
-        args.ramp, args.held_gap, args.held_chunks = 8.0, 1.0, 13
+        args.rounds, args.duration, args.held_rounds, args.streams = 1, 1, 1, 3
+        args.ramp, args.held_gap, args.held_chunks = 8.0, 0.8, 13
     if not (
         1 <= args.rounds <= 10
         and 1 <= args.duration <= 30

@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from gomodel_gateway.ledger import DEFAULT_USAGE_DB, LedgerError, parse_target, read_query
+from gomodel_gateway.ledger_location import DEFAULT_USAGE_DB, parse_target
+from gomodel_gateway.ledger_store import LedgerError, read_query
 from gomodel_gateway.usage_report import (
     DEFAULT_GROUP_BY,
     GROUP_COLUMNS,

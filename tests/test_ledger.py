@@ -15,14 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from gomodel_gateway.ledger import (
-    DEFAULT_USAGE_DB,
-    LedgerError,
-    UsageRow,
-    open_ledger,
-    parse_target,
-    read_query,
-)
+from gomodel_gateway.ledger import open_ledger
+from gomodel_gateway.ledger_location import DEFAULT_USAGE_DB, parse_target
+from gomodel_gateway.ledger_store import LedgerError, UsageRow, read_query
 from gomodel_gateway.usage_report import (
     GROUP_COLUMNS,
     format_table,

@@ -5,7 +5,7 @@ import asyncio
 import uuid
 
 import redis.asyncio as redis
-from gomodel_gateway.ledger import redact_url
+from gomodel_gateway.ledger_location import redact_url
 from gomodel_gateway.limiter import Limiter, redis_keys
 from gomodel_gateway.limits import DAY, Buckets, Limits, LocalCounters
 from hypothesis import given, settings

@@ -127,7 +127,7 @@ def test_benchmark_quick_run_reports_every_row_and_target(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     teams = ["keys", "keys+redis"] if shutil.which("redis-server") else ["keys"]
-    assert report["rows"] == ["direct", "bare", "gomodel", *teams]
+    assert report["rows"] == ["direct", "bare", "gomodel", "gomodel-noledger", *teams]
     assert report["table"]["chat c=10 errors"] == dict.fromkeys(report["rows"], 0)
     assert (
         "## Teams: client keys, limits, the ledger, Redis" in (tmp_path / "results.md").read_text()

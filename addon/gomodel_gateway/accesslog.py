@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -92,7 +92,8 @@ class AccessRecord:
         return " ".join(parts)
 
     def json(self) -> str:
-        record = {"time": round(time.time(), 3), **asdict(self)}
+        # A shallow copy: asdict copies every list and field deeply, 16 µs for a line dumped once.
+        record = {"time": round(time.time(), 3), **vars(self)}
         record["seconds"] = round(self.seconds, 4)
         if self.first_byte_seconds is not None:
             record["first_byte_seconds"] = round(self.first_byte_seconds, 4)
@@ -158,10 +159,18 @@ class AccessLog:
             else:
                 line = f"{line} ({dropped} lines about strangers dropped before this one)"
         if self.path is None:
-            (logger.warning if record.warning else logger.info)(line)
+            log_line(line, logging.WARNING if record.warning else logging.INFO)
             return
         with self.lock, self.path.open("a", encoding="utf-8") as sink:
             sink.write(line + "\n")
+
+
+def log_line(line: str, level: int) -> None:
+    """logger.log(level, line) without looking for the caller's file and line, which no
+    handler of mitmproxy's shows (logging walks the stack for them: 2-3 µs a line, one line a
+    call)."""
+    if logger.isEnabledFor(level):
+        logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, line, (), None))
 
 
 def parse_bool(value: str, option: str) -> bool:

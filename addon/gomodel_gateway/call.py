@@ -17,7 +17,7 @@ from .attempts import Attempt
 from .errors import ErrorCode, GatewayError
 from .inventory import Target
 from .keys import ClientKey
-from .ledger import UsageRow
+from .ledger_store import UsageRow
 from .limits import Reservation
 from .model_ids import MAX_MODEL_ID
 from .routing import Request, Route

@@ -27,7 +27,9 @@ from .discovery import Discovery, fetch_models
 from .exposure import Exposure, decide_exposure, new_via_token
 from .hosts import is_loopback
 from .inventory import build_inventory
-from .ledger import Ledger, Target, gateway_id, open_ledger, redact_url
+from .ledger import Ledger, open_ledger
+from .ledger_location import LedgerLocation, redact_url
+from .ledger_store import gateway_id
 from .limiter import Limiter
 from .metrics import Metrics
 from .modes import listen_hosts, upstream_proxy
@@ -238,7 +240,7 @@ class Runtime:
         self.closing.add(task)
         task.add_done_callback(self.closing.discard)
 
-    async def open_ledger(self, target: Target | None) -> None:
+    async def open_ledger(self, target: LedgerLocation | None) -> None:
         """Close the current usage ledger (flushing it), open the one at `target`, and take
         the stored resources' owners it remembers. A SQLite file that cannot be created is an
         error (at startup: the gateway stops); a PostgreSQL that is down only delays rows."""

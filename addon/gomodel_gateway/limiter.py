@@ -26,7 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .ledger import Throttle, redact_url
+from .ledger import Throttle
+from .ledger_location import redact_url
 from .limits import (
     ADMITTED,
     DAY,

@@ -25,7 +25,7 @@ from .config_values import ConfigError
 from .exposure import Passthrough, parse_origins, parse_passthrough
 from .hosts import parse_hosts
 from .idle import parse_idle_timeout
-from .ledger import DEFAULT_USAGE_DB, Target, parse_target, postgres_passwords
+from .ledger_location import DEFAULT_USAGE_DB, LedgerLocation, parse_target, postgres_passwords
 from .limiter import check_redis_url
 from .providers import GatewayConfig
 from .sizes import parse_size
@@ -74,7 +74,7 @@ def parse_listing(value: str) -> bool:
     return value.strip() == "aliases"
 
 
-def parse_usage_db(value: str) -> Target | None:
+def parse_usage_db(value: str) -> LedgerLocation | None:
     if value.strip().lower() in ("off", "false", "none", ""):
         return None
     return parse_target(value)
@@ -249,7 +249,7 @@ class Settings:
     stream_body_size: int  # of a streamed answer, kept for mitmweb and flow files
     access_log: AccessLog
     log_bodies: bool
-    usage_db: Target | None
+    usage_db: LedgerLocation | None
     redis_url: str | None
     idle_timeout: float | None
     stream_usage: bool

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .ledger import Dialect
+from .ledger_location import Dialect
 
 GROUP_COLUMNS = ("key", "model", "provider", "day", "endpoint", "requested_model", "gateway")
 DEFAULT_GROUP_BY = ("key", "model", "provider")
