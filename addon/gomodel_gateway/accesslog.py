@@ -173,15 +173,6 @@ def log_line(line: str, level: int) -> None:
         logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, line, (), None))
 
 
-def parse_bool(value: str, option: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0", ""):
-        return False
-    raise ValueError(f"{option}: {value!r} is not true or false")
-
-
 def parse_format(value: str) -> LogFormat:
     if value not in ("text", "json"):
         raise ValueError(f"gomodel_access_log_format: {value!r} is not text or json")
