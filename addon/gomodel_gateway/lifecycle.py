@@ -15,7 +15,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import certifi
 from mitmproxy import contentviews, ctx, exceptions
 
 from .affinity import AffinityStore
@@ -32,7 +31,7 @@ from .ledger_location import LedgerLocation, redact_url
 from .ledger_store import gateway_id
 from .limiter import Limiter
 from .metrics import Metrics
-from .modes import listen_hosts, upstream_proxy
+from .modes import listen_hosts, upstream_proxy, upstream_tls_context
 from .oci_discovery import fetch_oci_models
 from .options import (
     OPTION_NAMES,
@@ -383,17 +382,10 @@ class Runtime:
     # -- connections ---------------------------------------------------------------------------
 
     def upstream_ssl_context(self) -> ssl.SSLContext:
-        """TLS settings for the gateway's own calls, matching mitmproxy's upstream options."""
+        """TLS settings for the gateway's own calls (made once per change of mitmproxy's
+        upstream TLS options)."""
         if self.ssl_context is None:
-            options = ctx.options
-            context = ssl.create_default_context(
-                cafile=options.ssl_verify_upstream_trusted_ca or certifi.where(),
-                capath=options.ssl_verify_upstream_trusted_confdir or None,
-            )
-            if options.ssl_insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self.ssl_context = context
+            self.ssl_context = upstream_tls_context(ctx.options)
         return self.ssl_context
 
     def breaker_states(self) -> dict[str, dict[str, object]]:
