@@ -26,7 +26,7 @@ class GoModel:
         self.runtime = Runtime()
         self.service = CallService(self.runtime)
         self.desk = CallDesk(self.runtime, self.service)
-        self.connections = Connections(self.runtime, self.desk)
+        self.connections = Connections(self.runtime)
         self.gateway = Gateway(self.runtime, self.desk, self.connections)
         self.addons = [self.runtime, PortGuard(self.runtime, self.desk), self.connections]
         self.addons.append(self.gateway)

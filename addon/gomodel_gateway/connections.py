@@ -8,7 +8,6 @@ import logging
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import server_hooks
 
-from .flows import CallDesk, Stage, fail_closed
 from .idle import IdleConnections
 from .lifecycle import Runtime
 from .workarounds import close_socket
@@ -17,8 +16,8 @@ logger = logging.getLogger("gomodel")
 
 
 class Connections:
-    def __init__(self, runtime: Runtime, desk: CallDesk) -> None:
-        self.runtime, self.desk = runtime, desk
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.idle = IdleConnections(self.idle_timeout, self.close_client)
 
     def call_in_progress(self, flow: http.HTTPFlow, keyed: bool) -> None:
@@ -26,12 +25,9 @@ class Connections:
         client's to keep)."""
         self.idle.call_started(flow.client_conn.id, flow.id, keyed)
 
-    @fail_closed(Stage.RESPONSE)
-    def response(self, flow: http.HTTPFlow) -> None:
-        self.idle.call_ended(flow.client_conn.id, flow.id)
-
-    @fail_closed(Stage.RESPONSE)
-    def error(self, flow: http.HTTPFlow) -> None:
+    def call_ended(self, flow: http.HTTPFlow) -> None:
+        """(From the gateway's response and error hooks: one hook per event, fewer to
+        dispatch.)"""
         self.idle.call_ended(flow.client_conn.id, flow.id)
 
     def client_connected(self, client: connection.Client) -> None:

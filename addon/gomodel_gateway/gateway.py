@@ -99,6 +99,7 @@ class Gateway:
 
     @fail_closed(Stage.RESPONSE)
     def response(self, flow: http.HTTPFlow) -> None:
+        self.connections.call_ended(flow)
         call = self.desk.calls.get(flow)
         if call is None or flow.response is None or call.finished:
             return
@@ -120,6 +121,7 @@ class Gateway:
 
     @fail_closed(Stage.RESPONSE)
     def error(self, flow: http.HTTPFlow) -> None:
+        self.connections.call_ended(flow)
         call = self.desk.calls.get(flow)
         if call is None or call.finished:
             return
