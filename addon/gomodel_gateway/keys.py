@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 from .limits import NO_LIMITS, Limits
 
 MASTER = "master"  # the name every master key goes by
@@ -112,7 +112,7 @@ def invalid_key() -> GatewayError:
         401,
         "Missing or incorrect gateway key: send 'Authorization: Bearer <key>' with one of the "
         "gateway's keys (a master key or a client key from server.keys), not an Oracle key.",
-        code="invalid_api_key",
+        code=ErrorCode.INVALID_API_KEY,
         headers=(("www-authenticate", 'Bearer realm="gomodel"'),),
     )
 
@@ -121,7 +121,7 @@ def admins_only(path: str) -> GatewayError:
     return GatewayError(
         403,
         f"{path} is for the gateway's master keys; client keys may not read it.",
-        code="admin_key_required",
+        code=ErrorCode.ADMIN_KEY_REQUIRED,
     )
 
 
@@ -131,5 +131,5 @@ def model_not_allowed(key: ClientKey, model: str) -> GatewayError:
         f"The key {key.name!r} may not use the model {clip_for_message(model)}; its models: "
         + ", ".join(key.models),
         param="model",
-        code="model_not_allowed",
+        code=ErrorCode.MODEL_NOT_ALLOWED,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import parse_qsl, urlencode
 
-from .errors import GatewayError, clip_for_message
+from .errors import ErrorCode, GatewayError, clip_for_message
 
 MAX_ID_LENGTH = 256
 MAX_QUERY_LENGTH = 2048
@@ -156,7 +156,7 @@ def check_id(segment: str) -> str:
             f"An id in the path is {len(segment)} characters long; ids have at most "
             f"{MAX_ID_LENGTH}.",
             param="path",
-            code="invalid_id",
+            code=ErrorCode.INVALID_ID,
         )
     if not ID.fullmatch(segment):
         raise GatewayError(
@@ -164,7 +164,7 @@ def check_id(segment: str) -> str:
             f"{clip_for_message(segment)} is not a valid id: ids are letters, digits and . _ -, "
             "starting with a letter or digit (nothing percent-encoded).",
             param="path",
-            code="invalid_id",
+            code=ErrorCode.INVALID_ID,
         )
     return segment
 
@@ -178,12 +178,14 @@ def clean_query(query: str, operation: Operation) -> str:
         raise GatewayError(
             400,
             f"The query string is {len(query)} characters long; at most {MAX_QUERY_LENGTH}.",
-            code="invalid_query",
+            code=ErrorCode.INVALID_QUERY,
         )
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, errors="strict")
     except (ValueError, UnicodeDecodeError) as e:
-        raise GatewayError(400, f"The query string is malformed: {e}.", code="invalid_query") from e
+        raise GatewayError(
+            400, f"The query string is malformed: {e}.", code=ErrorCode.INVALID_QUERY
+        ) from e
     for name, value in pairs:
         if name not in operation.parameters:
             allowed = ", ".join(sorted(operation.parameters)) or "none"
@@ -192,14 +194,14 @@ def clean_query(query: str, operation: Operation) -> str:
                 f"Query parameter {clip_for_message(name)} is not accepted on "
                 f"{operation.method} /v1/{operation.template} (accepted: {allowed}).",
                 param=name[:MAX_QUERY_VALUE],
-                code="invalid_query",
+                code=ErrorCode.INVALID_QUERY,
             )
         if len(value) > MAX_QUERY_VALUE or not value.isprintable():
             raise GatewayError(
                 400,
                 f"Query parameter {name!r} is too long or holds control characters.",
                 param=name,
-                code="invalid_query",
+                code=ErrorCode.INVALID_QUERY,
             )
         if name == "starting_after" and not value.isdigit():
             raise GatewayError(
@@ -207,7 +209,7 @@ def clean_query(query: str, operation: Operation) -> str:
                 f"'starting_after' must be a sequence number (an integer >= 0), not "
                 f"{clip_for_message(value)}.",
                 param=name,
-                code="invalid_query",
+                code=ErrorCode.INVALID_QUERY,
             )
     return urlencode(pairs)
 
@@ -239,7 +241,7 @@ def parse(method: str, path: str, query: str) -> ResourcePath | None:
             404,
             f"{clip_for_message(f'{method} {endpoint}')} is not served: Oracle's "
             f"OpenAI-compatible API does not offer {NOT_OFFERED.get(family, 'it')}.",
-            code="not_offered_by_oracle",
+            code=ErrorCode.NOT_OFFERED_BY_ORACLE,
         )
     operation = next((op for op in matching if op.method == method), None)
     if operation is None:
@@ -248,7 +250,7 @@ def parse(method: str, path: str, query: str) -> ResourcePath | None:
             405,
             f"Method {clip_for_message(method)} is not allowed on {clip_for_message(endpoint)}; "
             f"Oracle serves {allowed}.",
-            code="method_not_allowed",
+            code=ErrorCode.METHOD_NOT_ALLOWED,
             headers=(("allow", allowed),),
         )
     cleaned = clean_query(query, operation)
