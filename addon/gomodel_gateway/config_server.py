@@ -2,7 +2,7 @@
 server.keys: a name, the key or its SHA-256, model patterns and limits), as one `KeyRing`."""
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .config_expansion import expand_variables
@@ -33,12 +33,7 @@ def _master_keys(server: Any, where: str, env: Mapping[str, str]) -> tuple[str, 
         server = {}
     if not isinstance(server, dict):
         raise ConfigError(f"{where}: server must be a mapping")
-    for key in server:
-        if key not in SERVER_KEYS:
-            raise ConfigError(
-                f"{where}: server.{key}: unknown key; expected one of "
-                + ", ".join(sorted(SERVER_KEYS))
-            )
+    reject_unknown(server, SERVER_KEYS, f"{where}: server", "key")
     configured = server.get("master_keys") or []
     if not isinstance(configured, list):
         raise ConfigError(f"{where}: server.master_keys must be a list")
@@ -90,12 +85,7 @@ def _client_key(name: Any, entry: Any, origin: str, env: Mapping[str, str]) -> C
         )
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{origin} must be a mapping (key or key_sha256, models, limits)")
-    for field_name in entry:
-        if field_name not in KEY_FIELDS:
-            raise ConfigError(
-                f"{origin}.{field_name}: unknown field; expected one of "
-                + ", ".join(sorted(KEY_FIELDS))
-            )
+    reject_unknown(entry, KEY_FIELDS, origin, "field")
     key_digest = _key_digest(entry, origin, env)
     return ClientKey(
         name, key_digest, _key_models(entry.get("models"), origin), _key_limits(entry, origin)
@@ -142,3 +132,14 @@ def _key_limits(entry: Mapping[str, Any], origin: str) -> Limits:
             raise ConfigError(f"{origin}.{name} must be a whole number of at least 1")
         values[name] = value
     return Limits(**values)
+
+
+def reject_unknown(
+    mapping: Mapping[Any, Any], known: Collection[str], prefix: str, noun: str
+) -> None:
+    """A name the section does not know is an error naming it and what is known."""
+    for name in mapping:
+        if name not in known:
+            raise ConfigError(
+                f"{prefix}.{name}: unknown {noun}; expected one of " + ", ".join(sorted(known))
+            )
