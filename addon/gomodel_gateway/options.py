@@ -228,7 +228,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 OPTION_NAMES = frozenset(option.name for option in OPTIONS)
-BY_NAME = {option.name: option for option in OPTIONS}
 
 
 def declare_options(loader: Any) -> None:
