@@ -25,7 +25,7 @@ class GoModel:
     def __init__(self) -> None:
         self.runtime = Runtime()
         self.service = CallService(self.runtime)
-        self.desk = CallDesk(self.runtime, self.service)
+        self.desk = CallDesk(self.service)
         self.connections = Connections(self.runtime)
         self.gateway = Gateway(self.runtime, self.desk, self.connections)
         self.addons = [self.runtime, PortGuard(self.runtime, self.desk), self.connections]

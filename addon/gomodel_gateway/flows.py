@@ -26,7 +26,7 @@ from .errors import JSON_HEADERS, ErrorCode, GatewayError, error_body
 from .hosts import is_gateway_request
 from .outcomes import Local, Outcome, Refused, Sent, Streamed
 from .relay import REFUSAL_PATH
-from .service import CallService, GatewayState
+from .service import CallService
 from .upstream import CLIENT_CREDENTIAL_HEADERS, REDACTED, shown_headers, upstream_location
 from .workarounds import STRANGER
 
@@ -115,8 +115,8 @@ def failure_body(error: Exception, stage: Stage) -> bytes:
 
 
 class CallDesk:
-    def __init__(self, state: GatewayState, service: CallService) -> None:
-        self.state, self.service = state, service
+    def __init__(self, service: CallService) -> None:
+        self.service, self.state = service, service.state
         self.calls: weakref.WeakKeyDictionary[http.HTTPFlow, Call] = weakref.WeakKeyDictionary()
 
     def start(self, flow: http.HTTPFlow) -> Call:
