@@ -15,8 +15,6 @@ Replays (mitmweb's replay button, `mitmdump -C`) of gateway flows go through the
 Every hook fails closed: an exception answers the client with a 502 and forwards nothing.
 """
 
-import time
-
 from mitmproxy import http
 
 from .call import Call, Ending
@@ -92,7 +90,7 @@ class Gateway:
         for name in list(flow.response.headers):
             if not (is_returned(name) or name.lower() in FRAMING):
                 del flow.response.headers[name]
-        call.first_byte = time.monotonic()
+        call.first_byte = self.desk.service.clock()  # the clock the call started by
         self.desk.show_upstream(flow, call)
         if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
             flow.response.stream = True
